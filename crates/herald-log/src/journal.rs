@@ -1,0 +1,234 @@
+//! Journal segments on disk: append, fsync, roll, positioned reads, recovery scan.
+//!
+//! A segment file is named after the global journal position of its first byte, so a position
+//! names a byte in the whole journal and finding its segment is a map lookup. Every segment is
+//! kept open for reading; their number grows with data volume, not with topics.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::error::{LogError, Result};
+use crate::frame::{self, Decoded, Header};
+
+const SUFFIX: &str = ".hjl";
+
+pub fn segment_path(dir: &Path, start: u64) -> PathBuf {
+    dir.join(format!("{start:020}{SUFFIX}"))
+}
+
+/// fsync of a directory, so that a created, renamed or removed file is durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::io(dir.display(), e))
+}
+
+/// Lists segment start positions in a journal directory, ascending.
+pub fn list_segments(dir: &Path) -> Result<Vec<u64>> {
+    let mut out = Vec::new();
+    let rd = fs::read_dir(dir).map_err(|e| LogError::io(dir.display(), e))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| LogError::io(dir.display(), e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(stem) = name.strip_suffix(SUFFIX)
+            && let Ok(start) = stem.parse::<u64>()
+        {
+            out.push(start);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// The set of segments readers can read from.
+#[derive(Default)]
+pub struct Segments {
+    files: RwLock<BTreeMap<u64, Arc<File>>>,
+}
+
+impl Segments {
+    pub fn insert(&self, start: u64, file: Arc<File>) {
+        self.files.write().insert(start, file);
+    }
+
+    pub fn remove(&self, start: u64) {
+        self.files.write().remove(&start);
+    }
+
+    pub fn starts(&self) -> Vec<u64> {
+        self.files.read().keys().copied().collect()
+    }
+
+    pub fn count(&self) -> usize {
+        self.files.read().len()
+    }
+
+    /// Reads `len` bytes at global position `pos`. A read never spans segments because a frame
+    /// is never split across them.
+    pub fn read_at(&self, dir: &Path, pos: u64, len: usize) -> Result<Vec<u8>> {
+        let (start, file) = {
+            let files = self.files.read();
+            let (start, file) =
+                files
+                    .range(..=pos)
+                    .next_back()
+                    .ok_or_else(|| LogError::Corrupt {
+                        segment: "-".into(),
+                        position: pos,
+                        detail: "no segment holds this position".into(),
+                    })?;
+            (*start, Arc::clone(file))
+        };
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, pos - start)
+            .map_err(|e| LogError::io(segment_path(dir, start).display(), e))?;
+        Ok(buf)
+    }
+}
+
+/// The single writer of the journal: appends to the newest segment and rolls to a new one.
+pub struct Writer {
+    dir: PathBuf,
+    file: Arc<File>,
+    start: u64,
+    len: u64,
+    segment_bytes: u64,
+}
+
+impl Writer {
+    /// Opens (or creates) the segment starting at `start` for appending at `len`.
+    pub fn open(
+        dir: &Path,
+        start: u64,
+        len: u64,
+        segment_bytes: u64,
+        segments: &Segments,
+    ) -> Result<Writer> {
+        let path = segment_path(dir, start);
+        let created = !path.exists();
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| LogError::io(path.display(), e))?;
+        let on_disk = file
+            .metadata()
+            .map_err(|e| LogError::io(path.display(), e))?
+            .len();
+        if on_disk > len {
+            // A torn tail found by recovery: cut it off so that it can never be read.
+            file.set_len(len)
+                .map_err(|e| LogError::io(path.display(), e))?;
+            file.sync_all()
+                .map_err(|e| LogError::io(path.display(), e))?;
+        }
+        if created {
+            sync_dir(dir)?;
+        }
+        let file = Arc::new(file);
+        segments.insert(start, Arc::clone(&file));
+        Ok(Writer {
+            dir: dir.to_path_buf(),
+            file,
+            start,
+            len,
+            segment_bytes,
+        })
+    }
+
+    /// The global position the next byte will be written at.
+    pub fn position(&self) -> u64 {
+        self.start + self.len
+    }
+
+    pub fn segment_start(&self) -> u64 {
+        self.start
+    }
+
+    pub fn write(&mut self, buf: &[u8]) -> Result<()> {
+        self.file
+            .write_all_at(buf, self.len)
+            .map_err(|e| LogError::io(segment_path(&self.dir, self.start).display(), e))?;
+        self.len += buf.len() as u64;
+        Ok(())
+    }
+
+    /// fdatasync: the data and the file size, not the timestamps.
+    pub fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| LogError::io(segment_path(&self.dir, self.start).display(), e))
+    }
+
+    /// Starts a new segment when the current one is full. Call only after a sync, so that a
+    /// torn write can only ever be at the end of the newest segment.
+    pub fn maybe_roll(&mut self, segments: &Segments) -> Result<bool> {
+        if self.len < self.segment_bytes {
+            return Ok(false);
+        }
+        let next = Writer::open(&self.dir, self.position(), 0, self.segment_bytes, segments)?;
+        *self = next;
+        Ok(true)
+    }
+}
+
+/// One frame found by a recovery scan.
+pub struct Scanned<'a> {
+    pub position: u64,
+    pub header: Header,
+    pub frame: &'a [u8],
+}
+
+/// Scans one segment from `from` (a global position inside it) and calls `f` for every intact
+/// frame. Returns the global position just past the last intact frame; anything after it is a
+/// torn or never-completed write.
+pub fn scan_segment(
+    dir: &Path,
+    start: u64,
+    from: u64,
+    mut f: impl FnMut(Scanned<'_>) -> Result<()>,
+) -> Result<u64> {
+    let path = segment_path(dir, start);
+    let mut file = File::open(&path).map_err(|e| LogError::io(path.display(), e))?;
+    let mut data = Vec::new();
+    // Recovery reads only what was written since the last checkpoint; segments are bounded in
+    // size, so reading one whole segment into memory is bounded too.
+    file.read_to_end(&mut data)
+        .map_err(|e| LogError::io(path.display(), e))?;
+    let mut at = usize::try_from(from.saturating_sub(start)).unwrap_or(usize::MAX);
+    loop {
+        let rest = data.get(at..).unwrap_or_default();
+        if rest.is_empty() {
+            break;
+        }
+        match frame::decode(rest) {
+            Decoded::Frame(header) => {
+                let len = header.frame_len();
+                let frame = rest.get(..len).unwrap_or_default();
+                f(Scanned {
+                    position: start + at as u64,
+                    header,
+                    frame,
+                })?;
+                at += len;
+            }
+            Decoded::Incomplete { .. } | Decoded::Invalid(_) => break,
+        }
+    }
+    Ok(start + at as u64)
+}
+
+pub fn remove_segment(dir: &Path, start: u64) -> Result<()> {
+    let path = segment_path(dir, start);
+    fs::remove_file(&path).map_err(|e| LogError::io(path.display(), e))?;
+    sync_dir(dir)
+}

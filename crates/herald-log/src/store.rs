@@ -1,0 +1,193 @@
+//! The checkpoint store: catalog, partition states and the batch/time indexes, kept in redb.
+//!
+//! Record bytes never live here: each batch costs one small index row. Rows are written only by
+//! checkpoints (and topic deletion clean-up), never on the append path, so redb's own write cost
+//! is paid once per checkpoint for thousands of batches.
+
+use std::collections::BTreeMap;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{LogError, Result};
+
+pub const FORMAT_VERSION: u32 = 1;
+
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
+pub const PARTS: TableDefinition<u64, &[u8]> = TableDefinition::new("partitions");
+pub const BATCHES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("batches");
+pub const TIMES: TableDefinition<(u64, i64), u64> = TableDefinition::new("times");
+pub const SEGS: TableDefinition<u64, &[u8]> = TableDefinition::new("segments");
+pub const IDEM: TableDefinition<&[u8], &[u8]> = TableDefinition::new("idempotency");
+
+pub const META_VERSION: &str = "format_version";
+pub const META_CHECKPOINT: &str = "checkpoint_position";
+pub const META_NEXT_STREAM: &str = "next_stream";
+
+/// Where one batch lives and what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub base_offset: u64,
+    pub last_delta: u32,
+    pub frame_len: u32,
+    pub position: u64,
+    pub max_ts: i64,
+    /// Bytes of this partition from its first batch ever through this one; sizes are
+    /// differences of two of these, so moving the log start never needs a scan.
+    pub cum_bytes: u64,
+}
+
+impl IndexEntry {
+    pub fn end_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.last_delta) + 1
+    }
+
+    pub fn encode_value(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out[0..8].copy_from_slice(&self.position.to_le_bytes());
+        out[8..12].copy_from_slice(&self.frame_len.to_le_bytes());
+        out[12..16].copy_from_slice(&self.last_delta.to_le_bytes());
+        out[16..24].copy_from_slice(&self.max_ts.to_le_bytes());
+        out[24..32].copy_from_slice(&self.cum_bytes.to_le_bytes());
+        out
+    }
+
+    pub fn decode_value(base_offset: u64, v: &[u8]) -> Result<IndexEntry> {
+        let get8 = |at: usize| -> Result<[u8; 8]> {
+            v.get(at..at + 8)
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(|| LogError::Index("short batch index row".into()))
+        };
+        let get4 = |at: usize| -> Result<[u8; 4]> {
+            v.get(at..at + 4)
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(|| LogError::Index("short batch index row".into()))
+        };
+        Ok(IndexEntry {
+            base_offset,
+            position: u64::from_le_bytes(get8(0)?),
+            frame_len: u32::from_le_bytes(get4(8)?),
+            last_delta: u32::from_le_bytes(get4(12)?),
+            max_ts: i64::from_le_bytes(get8(16)?),
+            cum_bytes: u64::from_le_bytes(get8(24)?),
+        })
+    }
+}
+
+/// A partition's state as of the last checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PartRecord {
+    pub next_offset: u64,
+    pub log_start: u64,
+    pub total_bytes: u64,
+    pub start_bytes: u64,
+    pub max_ts: i64,
+}
+
+/// A topic as stored in the catalog and in `CreateTopic` frames.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    pub name: String,
+    pub streams: Vec<u64>,
+    pub config: BTreeMap<String, String>,
+    pub created_ms: i64,
+}
+
+/// An idempotency key as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdemRecord {
+    pub stream: u64,
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub created_ms: i64,
+}
+
+pub fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+pub fn from_json<T: for<'a> Deserialize<'a>>(what: &str, v: &[u8]) -> Result<T> {
+    serde_json::from_slice(v).map_err(|e| LogError::Index(format!("unreadable {what} row: {e}")))
+}
+
+pub fn read_u64_meta(db: &redb::Database, key: &str) -> Result<Option<u64>> {
+    let rtx = db.begin_read()?;
+    let t = match rtx.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let v = t.get(key)?;
+    Ok(v.and_then(|g| g.value().try_into().ok().map(u64::from_le_bytes)))
+}
+
+/// Creates every table so that readers never meet a missing one.
+pub fn init(db: &redb::Database) -> Result<()> {
+    let wtx = db.begin_write()?;
+    {
+        let mut meta = wtx.open_table(META)?;
+        let version = meta.get(META_VERSION)?.map(|g| g.value().to_vec());
+        match version {
+            None => {
+                meta.insert(META_VERSION, &u64::from(FORMAT_VERSION).to_le_bytes()[..])?;
+            }
+            Some(v) => {
+                let found = v
+                    .try_into()
+                    .ok()
+                    .map(u64::from_le_bytes)
+                    .unwrap_or(u64::MAX);
+                if found != u64::from(FORMAT_VERSION) {
+                    return Err(LogError::UnsupportedFormat {
+                        found: u32::try_from(found).unwrap_or(u32::MAX),
+                        supported: FORMAT_VERSION,
+                    });
+                }
+            }
+        }
+        wtx.open_table(TOPICS)?;
+        wtx.open_table(PARTS)?;
+        wtx.open_table(BATCHES)?;
+        wtx.open_table(TIMES)?;
+        wtx.open_table(SEGS)?;
+        wtx.open_table(IDEM)?;
+    }
+    wtx.commit()?;
+    Ok(())
+}
+
+/// Segment statistics: the end offset (exclusive) of each stream's last batch in the segment.
+pub fn encode_seg_stats(stats: &BTreeMap<u64, u64>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(stats.len() * 16);
+    for (stream, end) in stats {
+        out.extend_from_slice(&stream.to_le_bytes());
+        out.extend_from_slice(&end.to_le_bytes());
+    }
+    out
+}
+
+pub fn decode_seg_stats(v: &[u8]) -> BTreeMap<u64, u64> {
+    v.chunks_exact(16)
+        .filter_map(|c| {
+            let s = u64::from_le_bytes(c.get(0..8)?.try_into().ok()?);
+            let e = u64::from_le_bytes(c.get(8..16)?.try_into().ok()?);
+            Some((s, e))
+        })
+        .collect()
+}
+
+pub fn load_all<K, V, F>(db: &redb::Database, table: TableDefinition<K, V>, mut f: F) -> Result<()>
+where
+    K: redb::Key + 'static,
+    V: redb::Value + 'static,
+    F: FnMut(K::SelfType<'_>, V::SelfType<'_>) -> Result<()>,
+{
+    let rtx = db.begin_read()?;
+    let t = rtx.open_table(table)?;
+    for row in t.iter()? {
+        let (k, v) = row?;
+        f(k.value(), v.value())?;
+    }
+    Ok(())
+}
