@@ -1,1 +1,693 @@
-//! placeholder
+//! `herald-broker` is Herald's service layer: the one place where an event becomes a record in
+//! a topic, whichever interface it arrived on.
+//!
+//! It owns the publish pipeline (envelope validation → topic from the grammar → auto-creation →
+//! partition choice → idempotent, group-committed append), topic administration with Herald's
+//! naming rules, reads with long-poll wake-ups, and the publish metrics. Interfaces (HTTP, Kafka,
+//! WebSocket) translate their protocol onto this API and never touch the log directly.
+//!
+//! What it is not: it speaks no wire protocol and performs no authentication. It is also the
+//! seam where a cluster backend (Redpanda/Kafka) will replace the embedded log.
+
+mod error;
+mod metrics_labels;
+mod notify;
+mod partitioner;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use herald_core::{
+    Envelope, TopicGlob, TopicGrammar, TopicKind, UnknownFields, check_value_against_topic,
+    parse_envelope,
+};
+use herald_log::{AppendOutcome, IdemKey, Log, LogError, Record, TopicConfig, TopicInfo};
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+
+pub use error::BrokerError;
+pub use metrics_labels::LabelLimiter;
+pub use notify::Notifier;
+pub use partitioner::murmur2_partition;
+
+/// Settings of the publish pipeline and topic administration.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub topic_prefix: String,
+    /// Partitions given to topics created implicitly or without a count.
+    pub default_partitions: u32,
+    /// Create tenant-grammar topics on first publish.
+    pub auto_create_topics: bool,
+    /// Refuse envelope fields the seed's schema does not name.
+    pub strict_envelopes: bool,
+    /// Most distinct tenants given their own label in per-tenant metrics; the rest share `_other`.
+    pub max_tenant_labels: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            topic_prefix: "smarteros".into(),
+            default_partitions: 1,
+            auto_create_topics: true,
+            strict_envelopes: false,
+            max_tenant_labels: 1000,
+        }
+    }
+}
+
+/// Where a published event landed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Published {
+    pub event_id: String,
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp: String,
+    /// True when this `event_id` had been published before and this call stored nothing.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+/// A topic with its partitions' figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicDescription {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    pub partitions: Vec<PartitionDescription>,
+    pub config: BTreeMap<String, String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionDescription {
+    pub partition: u32,
+    pub log_start_offset: u64,
+    pub high_watermark: u64,
+    pub size_bytes: u64,
+}
+
+/// Records read from one partition.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    pub records: Vec<Record>,
+    pub next_offset: u64,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+}
+
+/// A record to append as-is (not an envelope): the CLI's `topic produce`, Kafka-style payloads.
+#[derive(Debug, Clone, Default)]
+pub struct RawRecord {
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Topic configuration keys Herald accepts, with their defaults.
+pub const TOPIC_CONFIG_KEYS: &[(&str, &str)] = &[
+    ("retention.ms", "604800000"),
+    ("herald.envelope", "lenient"),
+];
+
+pub struct Broker {
+    log: Log,
+    grammar: TopicGrammar,
+    cfg: BrokerConfig,
+    notifier: Notifier,
+    tenant_labels: LabelLimiter,
+}
+
+fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn rfc3339_ms(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn parse_ts_ms(ts: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+async fn append(
+    log: &Log,
+    topic: &str,
+    partition: u32,
+    batch: Vec<u8>,
+    keys: Vec<IdemKey>,
+) -> Result<AppendOutcome, BrokerError> {
+    let (tx, rx) = oneshot::channel();
+    log.append(
+        topic,
+        partition,
+        batch,
+        keys,
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    rx.await
+        .map_err(|_| BrokerError::Unavailable("the log shut down".into()))?
+        .map_err(BrokerError::from)
+}
+
+impl Broker {
+    pub fn new(log: Log, cfg: BrokerConfig) -> Result<Broker, BrokerError> {
+        let grammar = TopicGrammar::new(&cfg.topic_prefix)
+            .map_err(|e| BrokerError::Invalid(format!("topic_prefix: {e}")))?;
+        Ok(Broker {
+            log,
+            grammar,
+            tenant_labels: LabelLimiter::new(cfg.max_tenant_labels),
+            cfg,
+            notifier: Notifier::default(),
+        })
+    }
+
+    pub fn grammar(&self) -> &TopicGrammar {
+        &self.grammar
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    /// Validates and publishes events. Events for the same topic are appended as one atomic
+    /// batch, in the order given; the result list matches the input order. An `event_id` seen
+    /// within the idempotency window returns its first result and stores nothing.
+    pub async fn publish_events(
+        &self,
+        values: Vec<serde_json::Value>,
+    ) -> Result<Vec<Published>, BrokerError> {
+        let started = Instant::now();
+        let now = OffsetDateTime::now_utc();
+        let unknown = if self.cfg.strict_envelopes {
+            UnknownFields::Reject
+        } else {
+            UnknownFields::Allow
+        };
+        let many = values.len() > 1;
+        let mut envelopes = Vec::with_capacity(values.len());
+        for (i, v) in values.into_iter().enumerate() {
+            let env = parse_envelope(v, unknown, now).map_err(|e| {
+                if many {
+                    BrokerError::InvalidEvent(format!("event [{i}]: {e}"))
+                } else {
+                    BrokerError::InvalidEvent(e.to_string())
+                }
+            })?;
+            envelopes.push(env);
+        }
+        // Group by topic, keeping each topic's events in input order.
+        let mut by_topic: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, env) in envelopes.iter().enumerate() {
+            let topic = env.topic(&self.grammar);
+            herald_core::validate_topic_name(&topic)
+                .map_err(|e| BrokerError::InvalidEvent(e.to_string()))?;
+            by_topic.entry(topic).or_default().push(i);
+        }
+        let mut results: Vec<Option<Published>> = vec![None; envelopes.len()];
+        for (topic, idxs) in by_topic {
+            let info = self.ensure_topic(&topic).await?;
+            let group: Vec<&Envelope> = idxs.iter().filter_map(|i| envelopes.get(*i)).collect();
+            let published = self.append_envelopes(&topic, &info, &group).await?;
+            for (i, p) in idxs.into_iter().zip(published) {
+                if let Some(slot) = results.get_mut(i) {
+                    *slot = Some(p);
+                }
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        for env in &envelopes {
+            let tenant = self.tenant_labels.label(env.tenant_id.as_str());
+            metrics::counter!("events_published_total", "tenant" => tenant, "service" => env.service.clone())
+                .increment(1);
+        }
+        metrics::histogram!("event_publish_duration_seconds", "interface" => "http")
+            .record(elapsed);
+        Ok(results.into_iter().flatten().collect())
+    }
+
+    async fn append_envelopes(
+        &self,
+        topic: &str,
+        info: &TopicInfo,
+        events: &[&Envelope],
+    ) -> Result<Vec<Published>, BrokerError> {
+        let Some(first) = events.first() else {
+            return Ok(Vec::new());
+        };
+        let partition = murmur2_partition(first.event_id.as_bytes(), info.partitions);
+        let mut pending: Vec<usize> = (0..events.len()).collect();
+        let mut out: Vec<Option<Published>> = vec![None; events.len()];
+        // Retried when another publisher stored some of these event ids between our attempts:
+        // each round removes the ones now known, so it ends within `events.len()` rounds.
+        for _ in 0..=events.len() {
+            if pending.is_empty() {
+                break;
+            }
+            let records: Vec<Record> = pending
+                .iter()
+                .filter_map(|i| events.get(*i))
+                .map(|e| Record {
+                    offset: 0,
+                    timestamp_ms: parse_ts_ms(&e.timestamp).unwrap_or_else(now_ms),
+                    key: Some(Bytes::copy_from_slice(e.event_id.as_bytes())),
+                    value: Some(Bytes::from(e.to_json_vec())),
+                    headers: Vec::new(),
+                })
+                .collect();
+            let keys: Vec<IdemKey> = pending
+                .iter()
+                .enumerate()
+                .filter_map(|(ri, i)| {
+                    let e = events.get(*i)?;
+                    Some(IdemKey {
+                        key: idem_key(e),
+                        record_index: ri as u32,
+                    })
+                })
+                .collect();
+            let batch = herald_log::batch::build(&records)?;
+            match append(&self.log, topic, partition, batch, keys).await? {
+                AppendOutcome::Appended { base_offset, .. } => {
+                    for (ri, i) in pending.iter().enumerate() {
+                        if let (Some(slot), Some(e)) = (out.get_mut(*i), events.get(*i)) {
+                            *slot = Some(Published {
+                                event_id: e.event_id.clone(),
+                                topic: topic.to_owned(),
+                                partition,
+                                offset: base_offset + ri as u64,
+                                timestamp: e.timestamp.clone(),
+                                duplicate: false,
+                            });
+                        }
+                    }
+                    self.notifier.notify(topic, partition);
+                    pending.clear();
+                }
+                AppendOutcome::Duplicate { hits } => {
+                    let mut still = Vec::new();
+                    for (i, hit) in pending.iter().zip(hits) {
+                        match (hit, events.get(*i), out.get_mut(*i)) {
+                            (Some(h), Some(e), Some(slot)) => {
+                                *slot = Some(Published {
+                                    event_id: e.event_id.clone(),
+                                    topic: h.topic,
+                                    partition: h.partition,
+                                    offset: h.offset,
+                                    timestamp: e.timestamp.clone(),
+                                    duplicate: true,
+                                });
+                            }
+                            _ => still.push(*i),
+                        }
+                    }
+                    pending = still;
+                }
+            }
+        }
+        if !pending.is_empty() {
+            return Err(BrokerError::Unavailable(
+                "concurrent publishes of the same events did not settle; retry".into(),
+            ));
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Appends records as they are, checking any envelope-shaped JSON value against the topic.
+    pub async fn produce_records(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        records: Vec<RawRecord>,
+    ) -> Result<Vec<(u32, u64)>, BrokerError> {
+        if records.is_empty() {
+            return Err(BrokerError::Invalid("no records to produce".into()));
+        }
+        let info = self.ensure_topic(topic).await?;
+        let strict = info
+            .config
+            .get("herald.envelope")
+            .is_some_and(|v| v == "strict");
+        for (i, r) in records.iter().enumerate() {
+            let value = r.value.as_deref().unwrap_or_default();
+            check_value_against_topic(&self.grammar, topic, value)
+                .map_err(|e| BrokerError::InvalidEvent(format!("record [{i}]: {e}")))?;
+            if strict {
+                let v: serde_json::Value = serde_json::from_slice(value).map_err(|_| {
+                    BrokerError::InvalidEvent(format!("record [{i}]: topic {topic} accepts only event envelopes (herald.envelope=strict); the value is not JSON"))
+                })?;
+                parse_envelope(v, UnknownFields::Allow, OffsetDateTime::now_utc())
+                    .map_err(|e| BrokerError::InvalidEvent(format!("record [{i}]: {e}")))?;
+            }
+        }
+        let partition = match partition {
+            Some(p) if p >= info.partitions => {
+                return Err(BrokerError::NotFound(format!(
+                    "topic {topic} has no partition {p}"
+                )));
+            }
+            Some(p) => p,
+            None => records
+                .first()
+                .and_then(|r| r.key.as_deref())
+                .map(|k| murmur2_partition(k, info.partitions))
+                .unwrap_or_else(|| (now_ms().unsigned_abs() % u64::from(info.partitions)) as u32),
+        };
+        let now = now_ms();
+        let recs: Vec<Record> = records
+            .into_iter()
+            .map(|r| Record {
+                offset: 0,
+                timestamp_ms: r.timestamp_ms.unwrap_or(now),
+                key: r.key,
+                value: r.value,
+                headers: r.headers,
+            })
+            .collect();
+        let n = recs.len() as u64;
+        let batch = herald_log::batch::build(&recs)?;
+        match append(&self.log, topic, partition, batch, Vec::new()).await? {
+            AppendOutcome::Appended { base_offset, .. } => {
+                self.notifier.notify(topic, partition);
+                Ok((0..n).map(|i| (partition, base_offset + i)).collect())
+            }
+            AppendOutcome::Duplicate { .. } => Err(BrokerError::Internal(
+                "unexpected duplicate without keys".into(),
+            )),
+        }
+    }
+
+    /// The topic, created with defaults if auto-creation applies.
+    pub async fn ensure_topic(&self, topic: &str) -> Result<TopicInfo, BrokerError> {
+        if let Some(info) = self.log.topic(topic) {
+            return Ok(info);
+        }
+        let kind = self.classify(topic)?;
+        if !self.cfg.auto_create_topics || !matches!(kind, TopicKind::Tenant(_)) {
+            return Err(BrokerError::NotFound(format!(
+                "topic {topic} does not exist"
+            )));
+        }
+        match self.create_topic(topic, None, BTreeMap::new()).await {
+            Ok(d) => Ok(TopicInfo {
+                name: d.name,
+                partitions: d.partitions.len() as u32,
+                config: d.config,
+                created_ms: 0,
+            }),
+            Err(BrokerError::Conflict(_)) => self
+                .log
+                .topic(topic)
+                .ok_or_else(|| BrokerError::NotFound(format!("topic {topic} does not exist"))),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn classify(&self, topic: &str) -> Result<TopicKind, BrokerError> {
+        self.grammar
+            .classify(topic)
+            .map_err(|e| BrokerError::Invalid(e.to_string()))
+    }
+
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: Option<u32>,
+        config: BTreeMap<String, String>,
+    ) -> Result<TopicDescription, BrokerError> {
+        self.classify(name)?;
+        if name.starts_with(herald_core::topic::INTERNAL_TOPIC_PREFIX) {
+            return Err(BrokerError::Invalid(format!(
+                "topic names starting with {} are reserved for Herald",
+                herald_core::topic::INTERNAL_TOPIC_PREFIX
+            )));
+        }
+        validate_topic_config(&config)?;
+        let partitions = partitions.unwrap_or(self.cfg.default_partitions);
+        let log = self.log.clone();
+        let name = name.to_owned();
+        let n = name.clone();
+        tokio::task::spawn_blocking(move || log.create_topic(&n, partitions, config))
+            .await
+            .map_err(|e| BrokerError::Internal(e.to_string()))??;
+        tracing::info!(topic = %name, partitions, "topic created");
+        self.describe_topic(&name)
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        let log = self.log.clone();
+        let n = name.to_owned();
+        tokio::task::spawn_blocking(move || log.delete_topic(&n))
+            .await
+            .map_err(|e| BrokerError::Internal(e.to_string()))??;
+        self.notifier.notify_topic_deleted(name);
+        tracing::info!(topic = %name, "topic deleted");
+        Ok(())
+    }
+
+    /// Replaces the given keys of a topic's configuration (other keys are kept).
+    pub async fn alter_topic_config(
+        &self,
+        name: &str,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    ) -> Result<TopicDescription, BrokerError> {
+        validate_topic_config(&set)?;
+        let info = self
+            .log
+            .topic(name)
+            .ok_or_else(|| BrokerError::NotFound(format!("topic {name} does not exist")))?;
+        let mut config: TopicConfig = info.config;
+        for k in delete {
+            config.remove(&k);
+        }
+        config.extend(set);
+        let log = self.log.clone();
+        let n = name.to_owned();
+        tokio::task::spawn_blocking(move || log.set_topic_config(&n, config))
+            .await
+            .map_err(|e| BrokerError::Internal(e.to_string()))??;
+        self.describe_topic(name)
+    }
+
+    /// Topics, optionally only one tenant's and/or those a glob selects.
+    pub fn list_topics(
+        &self,
+        tenant: Option<&str>,
+        selector: Option<&TopicGlob>,
+    ) -> Vec<TopicInfo> {
+        let prefix = match (tenant, selector) {
+            (Some(t), _) => format!("{}.{t}.", self.grammar.prefix()),
+            (None, Some(g)) => g.literal_prefix().to_owned(),
+            (None, None) => String::new(),
+        };
+        self.log
+            .list_topics(&prefix)
+            .into_iter()
+            .filter(|t| selector.is_none_or(|g| g.matches(&t.name)))
+            .collect()
+    }
+
+    pub fn describe_topic(&self, name: &str) -> Result<TopicDescription, BrokerError> {
+        let info = self
+            .log
+            .topic(name)
+            .ok_or_else(|| BrokerError::NotFound(format!("topic {name} does not exist")))?;
+        let mut partitions = Vec::with_capacity(info.partitions as usize);
+        for p in 0..info.partitions {
+            let s = self.log.partition_stats(name, p)?;
+            partitions.push(PartitionDescription {
+                partition: p,
+                log_start_offset: s.log_start,
+                high_watermark: s.high_watermark,
+                size_bytes: s.size_bytes,
+            });
+        }
+        let (tenant, service, event_type) = match self.grammar.classify(name) {
+            Ok(TopicKind::Tenant(t)) => (
+                Some(t.tenant.into_string()),
+                Some(t.service),
+                Some(t.event_type),
+            ),
+            _ => (None, None, None),
+        };
+        let mut config: BTreeMap<String, String> = TOPIC_CONFIG_KEYS
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        config.extend(info.config);
+        Ok(TopicDescription {
+            name: info.name,
+            tenant,
+            service,
+            event_type,
+            partitions,
+            config,
+            created_at: rfc3339_ms(info.created_ms),
+        })
+    }
+
+    /// Reads up to `limit` records from `offset`. With `wait`, an empty read waits for an
+    /// append to the partition for at most that long (long poll).
+    pub async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        limit: usize,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<ReadResult, BrokerError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let waiter = self.notifier.subscribe(topic, partition);
+            let log = self.log.clone();
+            let t = topic.to_owned();
+            let read =
+                tokio::task::spawn_blocking(move || log.read(&t, partition, offset, max_bytes))
+                    .await
+                    .map_err(|e| BrokerError::Internal(e.to_string()))??;
+            let mut records = Vec::new();
+            for b in &read.batches {
+                for r in herald_log::batch::decode(b)? {
+                    if r.offset >= offset && records.len() < limit {
+                        records.push(r);
+                    }
+                }
+            }
+            if !records.is_empty() || wait.is_zero() || tokio::time::Instant::now() >= deadline {
+                let next_offset = records
+                    .last()
+                    .map(|r| r.offset + 1)
+                    .unwrap_or(offset.max(read.log_start));
+                return Ok(ReadResult {
+                    records,
+                    next_offset,
+                    high_watermark: read.high_watermark,
+                    log_start_offset: read.log_start,
+                });
+            }
+            if read.high_watermark > offset {
+                // Batches exist past `offset` but held only skipped records: move on.
+                continue;
+            }
+            waiter.wait_until(deadline).await;
+        }
+    }
+
+    /// Bytes stored per tenant (bounded label set) for the `herald_log_bytes` gauge.
+    pub fn bytes_per_tenant(&self) -> BTreeMap<String, u64> {
+        let mut out: BTreeMap<String, u64> = BTreeMap::new();
+        for t in self.log.list_topics(&format!("{}.", self.grammar.prefix())) {
+            let Some(tenant) = self.grammar.tenant_of(&t.name) else {
+                continue;
+            };
+            let label = self.tenant_labels.label(tenant.as_str());
+            let mut bytes = 0u64;
+            for p in 0..t.partitions {
+                if let Ok(s) = self.log.partition_stats(&t.name, p) {
+                    bytes += s.size_bytes;
+                }
+            }
+            *out.entry(label).or_default() += bytes;
+        }
+        out
+    }
+}
+
+fn idem_key(e: &Envelope) -> Vec<u8> {
+    // Scoped by tenant so that one tenant's event ids can never collide with, or reveal,
+    // another's.
+    let mut k = Vec::with_capacity(4 + e.tenant_id.as_str().len() + e.event_id.len());
+    k.extend_from_slice(b"ev:");
+    k.extend_from_slice(e.tenant_id.as_str().as_bytes());
+    k.push(b'/');
+    k.extend_from_slice(e.event_id.as_bytes());
+    k
+}
+
+fn validate_topic_config(config: &BTreeMap<String, String>) -> Result<(), BrokerError> {
+    for (k, v) in config {
+        match k.as_str() {
+            "retention.ms" => {
+                v.parse::<i64>().ok().filter(|v| *v >= -1).ok_or_else(|| {
+                    BrokerError::Invalid(format!(
+                        "retention.ms must be -1 (forever) or a number of milliseconds, got {v:?}"
+                    ))
+                })?;
+            }
+            "herald.envelope" => {
+                if v != "strict" && v != "lenient" {
+                    return Err(BrokerError::Invalid(format!(
+                        "herald.envelope must be \"strict\" or \"lenient\", got {v:?}"
+                    )));
+                }
+            }
+            other => {
+                let known: Vec<&str> = TOPIC_CONFIG_KEYS.iter().map(|(k, _)| *k).collect();
+                return Err(BrokerError::Invalid(format!(
+                    "unknown topic config {other:?}; known keys: {}",
+                    known.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl From<LogError> for BrokerError {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::UnknownTopic(_) | LogError::UnknownPartition { .. } => {
+                BrokerError::NotFound(e.to_string())
+            }
+            LogError::TopicExists(_) => BrokerError::Conflict(e.to_string()),
+            LogError::InvalidConfig(_) | LogError::InvalidBatch(_) => {
+                BrokerError::Invalid(e.to_string())
+            }
+            LogError::OffsetOutOfRange {
+                log_start,
+                high_watermark,
+                ..
+            } => BrokerError::OffsetOutOfRange {
+                message: e.to_string(),
+                log_start,
+                high_watermark,
+            },
+            LogError::BatchTooLarge { .. } => BrokerError::TooLarge(e.to_string()),
+            LogError::Overloaded { .. } | LogError::Closed => {
+                BrokerError::Unavailable(e.to_string())
+            }
+            LogError::Corrupt { .. }
+            | LogError::Poisoned(_)
+            | LogError::UnsupportedFormat { .. }
+            | LogError::Io { .. }
+            | LogError::Index(_) => BrokerError::Internal(e.to_string()),
+        }
+    }
+}
+
+pub type SharedBroker = Arc<Broker>;

@@ -1,1 +1,556 @@
-//! placeholder
+//! `herald-http` is Herald's HTTP API: event publishing, topic administration and reads,
+//! health, readiness and Prometheus metrics.
+//!
+//! It maps requests onto `herald-broker` and every `BrokerError` onto a status with an
+//! exhaustive match; errors are always `{"error":{"code","message"}}`. It is not the WebSocket
+//! gateway and speaks no Kafka.
+
+mod body;
+mod error;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use bytes::Bytes;
+use herald_broker::{Broker, RawRecord};
+use herald_core::TopicGlob;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub use body::BodyLimit;
+use body::JsonBody;
+pub use error::ApiError;
+
+/// Everything the HTTP handlers share.
+pub struct HttpState {
+    pub broker: Arc<Broker>,
+    pub admin_api_key: String,
+    /// Renders the Prometheus exposition; installed by the binary, which owns the recorder.
+    pub render_metrics: Box<dyn Fn() -> String + Send + Sync>,
+    pub limits: HttpLimits,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub max_body_bytes: usize,
+    pub max_events_per_request: usize,
+    pub max_read_records: usize,
+    pub max_wait: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_events_per_request: 1000,
+            max_read_records: 1000,
+            max_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+type AppState = Arc<HttpState>;
+
+pub fn router(state: HttpState) -> Router {
+    let limit = BodyLimit(state.limits.max_body_bytes);
+    let state = Arc::new(state);
+    let api = Router::new()
+        .route("/v1/events", post(publish_events))
+        .route("/v1/topics", get(list_topics).post(create_topic))
+        .route(
+            "/v1/topics/{topic}",
+            get(describe_topic).delete(delete_topic),
+        )
+        .route(
+            "/v1/topics/{topic}/config",
+            axum::routing::patch(alter_config),
+        )
+        .route("/v1/topics/{topic}/records", post(produce_records))
+        .route("/v1/topics/{topic}/events", get(read_events))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            require_api_key,
+        ));
+    Router::new()
+        .merge(api)
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::Extension(limit))
+        .layer(middleware::from_fn(catch_panics))
+        .with_state(state)
+}
+
+async fn catch_panics(req: Request, next: Next) -> Response {
+    // Handlers are written not to panic; if one ever does, the client still gets a JSON 500
+    // and the connection survives.
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(next.run(req))
+        .catch_unwind()
+        .await
+    {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+        .into_response(),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint",
+    )
+}
+
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(k.trim());
+    }
+    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = auth.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("apikey").then_some(key.trim())
+}
+
+/// Compares in time independent of where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_api_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match presented_key(req.headers()) {
+        Some(k) if constant_time_eq(k.as_bytes(), state.admin_api_key.as_bytes()) => {
+            next.run(req).await
+        }
+        presented => {
+            let reason = if presented.is_some() {
+                "invalid_key"
+            } else {
+                "missing_key"
+            };
+            metrics::counter!("auth_failures_total", "interface" => "http", "reason" => reason)
+                .increment(1);
+            ApiError::unauthorized().into_response()
+        }
+    }
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    match state.broker.log().probe() {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e.to_string())
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    for (tenant, bytes) in state.broker.bytes_per_tenant() {
+        metrics::gauge!("herald_log_bytes", "tenant" => tenant).set(bytes as f64);
+    }
+    metrics::gauge!("herald_topics").set(state.broker.log().topic_count() as f64);
+    metrics::gauge!("herald_journal_segments").set(state.broker.log().segment_count() as f64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        (state.render_metrics)(),
+    )
+        .into_response()
+}
+
+async fn publish_events(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let (events, single) = match body {
+        Value::Array(items) => (items, false),
+        v @ Value::Object(_) => (vec![v], true),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_event",
+                "the body must be one event object or an array of event objects",
+            ));
+        }
+    };
+    if events.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_event",
+            "the event array is empty",
+        ));
+    }
+    if events.len() > state.limits.max_events_per_request {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "{} events in one request exceeds the limit of {}",
+                events.len(),
+                state.limits.max_events_per_request
+            ),
+        ));
+    }
+    let published = state.broker.publish_events(events).await?;
+    if single {
+        let first = published.into_iter().next().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "publish returned no result",
+            )
+        })?;
+        Ok(Json(first).into_response())
+    } else {
+        Ok(Json(published).into_response())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTopic {
+    name: String,
+    partitions: Option<u32>,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+}
+
+fn parse_body<T: for<'a> Deserialize<'a>>(v: Value) -> Result<T, ApiError> {
+    serde_json::from_value(v).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            e.to_string(),
+        )
+    })
+}
+
+async fn create_topic(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let req: CreateTopic = parse_body(body)?;
+    let d = state
+        .broker
+        .create_topic(&req.name, req.partitions, req.config)
+        .await?;
+    Ok((StatusCode::CREATED, Json(d)).into_response())
+}
+
+async fn delete_topic(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.broker.delete_topic(&topic).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn describe_topic(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.broker.describe_topic(&topic)?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlterConfig {
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+    #[serde(default)]
+    delete: Vec<String>,
+}
+
+async fn alter_config(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let req: AlterConfig = parse_body(body)?;
+    Ok(Json(
+        state
+            .broker
+            .alter_topic_config(&topic, req.set, req.delete)
+            .await?,
+    )
+    .into_response())
+}
+
+async fn list_topics(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    check_params(&q, &["tenant", "match"])?;
+    let tenant = match q.get("tenant") {
+        Some(t) => Some(
+            herald_core::TenantId::parse(t).map_err(|e| ApiError::bad_request(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let glob = match q.get("match") {
+        Some(m) => Some(TopicGlob::parse(m).map_err(|e| ApiError::bad_request(e.to_string()))?),
+        None => None,
+    };
+    let topics: Vec<Value> = state
+        .broker
+        .list_topics(tenant.as_ref().map(|t| t.as_str()), glob.as_ref())
+        .into_iter()
+        .map(|t| json!({"name": t.name, "partitions": t.partitions}))
+        .collect();
+    Ok(Json(json!({"topics": topics})).into_response())
+}
+
+fn check_params(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
+    if let Some(k) = q.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "unknown query parameter {k:?}; accepted: {}",
+            allowed.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+fn param<T: std::str::FromStr>(
+    q: &HashMap<String, String>,
+    name: &str,
+) -> Result<Option<T>, ApiError> {
+    q.get(name)
+        .map(|v| {
+            v.parse::<T>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "query parameter {name}={v:?} is not a valid non-negative integer"
+                ))
+            })
+        })
+        .transpose()
+}
+
+fn encode_bytes(b: &Option<Bytes>) -> (Value, &'static str) {
+    match b {
+        None => (Value::Null, "null"),
+        Some(b) => {
+            if let Ok(v) = serde_json::from_slice::<Value>(b) {
+                return (v, "json");
+            }
+            match std::str::from_utf8(b) {
+                Ok(s) => (Value::String(s.to_owned()), "utf8"),
+                Err(_) => (
+                    Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
+                    "base64",
+                ),
+            }
+        }
+    }
+}
+
+async fn read_events(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    check_params(&q, &["partition", "offset", "limit", "wait_ms", "from"])?;
+    let partition: u32 = param(&q, "partition")?.unwrap_or(0);
+    let limit: usize = param::<usize>(&q, "limit")?
+        .unwrap_or(100)
+        .clamp(1, state.limits.max_read_records);
+    let wait_ms: u64 = param(&q, "wait_ms")?.unwrap_or(0);
+    let wait = Duration::from_millis(wait_ms).min(state.limits.max_wait);
+    let desc = state.broker.describe_topic(&topic)?;
+    let p = desc.partitions.get(partition as usize).ok_or_else(|| {
+        ApiError::not_found(format!("topic {topic} has no partition {partition}"))
+    })?;
+    let offset: u64 = match (
+        param::<u64>(&q, "offset")?,
+        q.get("from").map(String::as_str),
+    ) {
+        (Some(o), None) => o,
+        (None, None) | (None, Some("beginning")) => p.log_start_offset,
+        (None, Some("end")) => p.high_watermark,
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give either offset or from, not both",
+            ));
+        }
+        (None, Some(other)) => {
+            return Err(ApiError::bad_request(format!(
+                "from={other:?} must be \"beginning\" or \"end\""
+            )));
+        }
+    };
+    let read = state
+        .broker
+        .read(&topic, partition, offset, limit, 4 * 1024 * 1024, wait)
+        .await?;
+    let events: Vec<Value> = read
+        .records
+        .iter()
+        .map(|r| {
+            let (value, format) = encode_bytes(&r.value);
+            let (key, key_format) = encode_bytes(&r.key);
+            let headers: serde_json::Map<String, Value> = r
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    let v = v
+                        .as_ref()
+                        .map(|b| Value::String(String::from_utf8_lossy(b).into_owned()))
+                        .unwrap_or(Value::Null);
+                    (k.clone(), v)
+                })
+                .collect();
+            json!({
+                "partition": partition,
+                "offset": r.offset,
+                "timestamp": r.timestamp_ms,
+                "key": key,
+                "key_format": key_format,
+                "value": value,
+                "format": format,
+                "headers": headers,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "topic": topic,
+        "partition": partition,
+        "events": events,
+        "next_offset": read.next_offset,
+        "high_watermark": read.high_watermark,
+        "log_start_offset": read.log_start_offset,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProduceRequest {
+    partition: Option<u32>,
+    records: Vec<ProduceRecord>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProduceRecord {
+    key: Option<String>,
+    value: Option<Value>,
+    value_base64: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+async fn produce_records(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let req: ProduceRequest = parse_body(body)?;
+    if req.records.len() > state.limits.max_events_per_request {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "{} records exceeds the limit of {}",
+                req.records.len(),
+                state.limits.max_events_per_request
+            ),
+        ));
+    }
+    let mut records = Vec::with_capacity(req.records.len());
+    for (i, r) in req.records.into_iter().enumerate() {
+        let value = match (r.value, r.value_base64) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(format!(
+                    "record [{i}]: give value or value_base64, not both"
+                )));
+            }
+            (Some(Value::String(s)), None) => Some(Bytes::from(s)),
+            (Some(Value::Null), None) | (None, None) => None,
+            (Some(v), None) => Some(Bytes::from(serde_json::to_vec(&v).unwrap_or_default())),
+            (None, Some(b)) => Some(Bytes::from(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .map_err(|e| {
+                        ApiError::bad_request(format!(
+                            "record [{i}]: value_base64 is not base64: {e}"
+                        ))
+                    })?,
+            )),
+        };
+        records.push(RawRecord {
+            key: r.key.map(Bytes::from),
+            value,
+            headers: r
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k, Some(Bytes::from(v))))
+                .collect(),
+            timestamp_ms: None,
+        });
+    }
+    let offsets = state
+        .broker
+        .produce_records(&topic, req.partition, records)
+        .await?;
+    let out: Vec<Value> = offsets
+        .into_iter()
+        .map(|(p, o)| json!({"partition": p, "offset": o}))
+        .collect();
+    Ok(Json(json!({"topic": topic, "records": out})).into_response())
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_key_headers() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented_key(&h), None);
+        h.insert(
+            header::AUTHORIZATION,
+            "apikey abc"
+                .parse()
+                .unwrap_or(axum::http::HeaderValue::from_static("")),
+        );
+        assert_eq!(presented_key(&h), Some("abc"));
+        h.insert("x-api-key", axum::http::HeaderValue::from_static("xyz"));
+        assert_eq!(presented_key(&h), Some("xyz"));
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -161,7 +161,10 @@ pub fn build(records: &[Record]) -> Result<Vec<u8>> {
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // The encoder starts a new batch whenever `offset - sequence` changes, so a constant
+            // `sequence: -1` would split n records into n batches. `offset - 1` keeps them in one
+            // batch and still encodes the base sequence as -1 (no idempotent producer).
+            sequence: i as i32 - 1,
             timestamp: r.timestamp_ms,
             key: r.key.clone(),
             value: r.value.clone(),

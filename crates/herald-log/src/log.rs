@@ -683,6 +683,17 @@ impl Log {
         self.inner.hit(&rec)
     }
 
+    /// Whether the log accepts writes: not poisoned by an I/O failure and not closed.
+    pub fn probe(&self) -> Result<()> {
+        if let Some(reason) = self.inner.poisoned.lock().clone() {
+            return Err(LogError::Poisoned(reason));
+        }
+        if self.inner.queue.lock().closed {
+            return Err(LogError::Closed);
+        }
+        Ok(())
+    }
+
     /// Files and counters an operator may want to see.
     pub fn segment_count(&self) -> usize {
         self.inner.segments.count()

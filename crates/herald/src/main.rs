@@ -1,1 +1,93 @@
-fn main() {}
+//! The `herald` binary: `herald serve` runs the server; every other command is a client of a
+//! running server, or a benchmark.
+
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+mod bench;
+mod client;
+mod config;
+mod serve;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Herald: a multi-tenant event backbone in one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (embedded log, HTTP API).
+    Serve(Box<config::ServeArgs>),
+    /// Manage and use topics on a running server.
+    Topic {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        command: client::TopicCommand,
+    },
+    /// Measure throughput and latency.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+/// How client commands reach the server.
+#[derive(Args, Clone, Debug)]
+pub struct Connection {
+    /// Base URL of the server's HTTP API.
+    #[arg(
+        long,
+        env = "HERALD_SERVER",
+        default_value = "http://127.0.0.1:8000",
+        global = true
+    )]
+    pub server: String,
+    /// API key (falls back to HERALD_ADMIN_API_KEY).
+    #[arg(long, env = "HERALD_API_KEY", global = true, hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+impl Connection {
+    pub fn key(&self) -> Option<String> {
+        self.api_key
+            .clone()
+            .or_else(|| std::env::var("HERALD_ADMIN_API_KEY").ok())
+            .filter(|k| !k.is_empty())
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(*args).await,
+            Command::Topic { conn, command } => client::run_topic(conn, command).await,
+            Command::Bench { command } => bench::run(command).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,29 @@
+/// Errors of the service layer. Each interface maps every variant to its own protocol's terms
+/// with an exhaustive match.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The request is malformed or breaks a naming or configuration rule.
+    #[error("{0}")]
+    Invalid(String),
+    /// An event or record fails envelope validation.
+    #[error("{0}")]
+    InvalidEvent(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{message}")]
+    OffsetOutOfRange {
+        message: String,
+        log_start: u64,
+        high_watermark: u64,
+    },
+    #[error("{0}")]
+    TooLarge(String),
+    /// Temporarily unable to serve: overloaded or shutting down. Retrying later may succeed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A fault of the server, not of the request.
+    #[error("{0}")]
+    Internal(String),
+}

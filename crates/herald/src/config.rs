@@ -1,0 +1,327 @@
+//! Server configuration: defaults < `herald.toml` < `HERALD_*` environment < flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Deserialize;
+
+/// Flags of `herald serve`. Each overrides the file and the environment.
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Data directory [env: HERALD_DATA_DIR] [default: ./herald-data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address [env: HERALD_HTTP_ADDR] [default: 127.0.0.1:8000]
+    #[arg(long, value_name = "ADDR")]
+    pub http_addr: Option<String>,
+    /// Topic prefix of the tenant grammar [env: HERALD_TOPIC_PREFIX] [default: smarteros]
+    #[arg(long, value_name = "PREFIX")]
+    pub topic_prefix: Option<String>,
+    /// "always" (acknowledge after fsync) or "interval" [env: HERALD_FSYNC]
+    #[arg(long, value_name = "POLICY")]
+    pub fsync: Option<String>,
+    /// Partitions of topics created without a count [env: HERALD_DEFAULT_PARTITIONS]
+    #[arg(long, value_name = "N")]
+    pub default_partitions: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub topic_prefix: String,
+    /// Admin API key; generated and stored in the data directory when absent.
+    pub admin_api_key: Option<String>,
+    /// HMAC secret for JWTs; generated and stored in the data directory when absent.
+    pub jwt_secret: Option<String>,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+    pub topics: TopicsConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub addr: String,
+    pub max_body_bytes: usize,
+    pub max_events_per_request: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// "always" or "interval".
+    pub fsync: String,
+    pub fsync_interval_ms: u64,
+    pub segment_bytes: u64,
+    pub checkpoint_bytes: u64,
+    pub checkpoint_interval_secs: u64,
+    pub retention_check_interval_secs: u64,
+    pub max_pending_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    pub default_partitions: u32,
+    pub auto_create: bool,
+    pub strict_envelopes: bool,
+    pub idempotency_window_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub max_tenant_labels: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./herald-data"),
+            topic_prefix: "smarteros".into(),
+            admin_api_key: None,
+            jwt_secret: None,
+            http: HttpConfig::default(),
+            log: LogConfig::default(),
+            topics: TopicsConfig::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            addr: "127.0.0.1:8000".into(),
+            max_body_bytes: 4 * 1024 * 1024,
+            max_events_per_request: 1000,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            fsync: "always".into(),
+            fsync_interval_ms: 50,
+            segment_bytes: 128 * 1024 * 1024,
+            checkpoint_bytes: 256 * 1024 * 1024,
+            checkpoint_interval_secs: 30,
+            retention_check_interval_secs: 60,
+            max_pending_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            default_partitions: 1,
+            auto_create: true,
+            strict_envelopes: false,
+            idempotency_window_secs: 600,
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            max_tenant_labels: 1000,
+        }
+    }
+}
+
+/// Variables read by client commands or logging, not by the server's configuration.
+const OTHER_ENV_VARS: &[&str] = &["HERALD_SERVER", "HERALD_API_KEY", "HERALD_LOG"];
+
+fn parse_env<T: std::str::FromStr>(name: &str, v: &str) -> anyhow::Result<T> {
+    v.parse()
+        .map_err(|_| anyhow::anyhow!("environment variable {name}={v:?} has the wrong type"))
+}
+
+impl Config {
+    /// Builds the effective configuration from every layer.
+    pub fn load(args: &ServeArgs, env: &[(String, String)]) -> anyhow::Result<Config> {
+        let mut cfg = match &args.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        for (k, v) in env {
+            if !k.starts_with("HERALD_") {
+                continue;
+            }
+            match k.as_str() {
+                "HERALD_DATA_DIR" => cfg.data_dir = PathBuf::from(v),
+                "HERALD_HTTP_ADDR" => cfg.http.addr = v.clone(),
+                "HERALD_TOPIC_PREFIX" => cfg.topic_prefix = v.clone(),
+                "HERALD_ADMIN_API_KEY" => {
+                    cfg.admin_api_key = Some(v.clone()).filter(|v| !v.is_empty())
+                }
+                "HERALD_JWT_SECRET" => cfg.jwt_secret = Some(v.clone()).filter(|v| !v.is_empty()),
+                "HERALD_FSYNC" => cfg.log.fsync = v.clone(),
+                "HERALD_FSYNC_INTERVAL_MS" => cfg.log.fsync_interval_ms = parse_env(k, v)?,
+                "HERALD_DEFAULT_PARTITIONS" => cfg.topics.default_partitions = parse_env(k, v)?,
+                "HERALD_AUTO_CREATE_TOPICS" => cfg.topics.auto_create = parse_env(k, v)?,
+                "HERALD_STRICT_ENVELOPES" => cfg.topics.strict_envelopes = parse_env(k, v)?,
+                "HERALD_IDEMPOTENCY_WINDOW_SECS" => {
+                    cfg.topics.idempotency_window_secs = parse_env(k, v)?
+                }
+                other if OTHER_ENV_VARS.contains(&other) => {}
+                other => tracing::warn!(
+                    variable = other,
+                    "unknown HERALD_ environment variable ignored"
+                ),
+            }
+        }
+        if let Some(d) = &args.data_dir {
+            cfg.data_dir = d.clone();
+        }
+        if let Some(a) = &args.http_addr {
+            cfg.http.addr = a.clone();
+        }
+        if let Some(p) = &args.topic_prefix {
+            cfg.topic_prefix = p.clone();
+        }
+        if let Some(f) = &args.fsync {
+            cfg.log.fsync = f.clone();
+        }
+        if let Some(n) = args.default_partitions {
+            cfg.topics.default_partitions = n;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("config file {}: {}", path.display(), e.message()))
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.http_addr()?;
+        self.fsync_policy()?;
+        herald_core::TopicGrammar::new(&self.topic_prefix)
+            .map_err(|e| anyhow::anyhow!("topic_prefix: {e}"))?;
+        if !(1..=10_000).contains(&self.topics.default_partitions) {
+            bail!("topics.default_partitions must be between 1 and 10000");
+        }
+        if self.log.segment_bytes < 1024 * 1024 {
+            bail!("log.segment_bytes must be at least 1 MiB");
+        }
+        if let Some(k) = &self.admin_api_key
+            && k.len() < 16
+        {
+            bail!("admin_api_key must be at least 16 characters");
+        }
+        Ok(())
+    }
+
+    pub fn http_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.http.addr.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "http.addr {:?} is not HOST:PORT (e.g. 127.0.0.1:8000)",
+                self.http.addr
+            )
+        })
+    }
+
+    pub fn fsync_policy(&self) -> anyhow::Result<herald_log::FsyncPolicy> {
+        match self.log.fsync.as_str() {
+            "always" => Ok(herald_log::FsyncPolicy::Always),
+            "interval" => Ok(herald_log::FsyncPolicy::Interval(Duration::from_millis(
+                self.log.fsync_interval_ms.max(1),
+            ))),
+            other => bail!("log.fsync must be \"always\" or \"interval\", got {other:?}"),
+        }
+    }
+
+    pub fn log_options(&self) -> anyhow::Result<herald_log::LogOptions> {
+        let mut o = herald_log::LogOptions::new(self.data_dir.join("log"));
+        o.fsync = self.fsync_policy()?;
+        o.segment_bytes = self.log.segment_bytes;
+        o.checkpoint_bytes = self.log.checkpoint_bytes;
+        o.checkpoint_interval = Duration::from_secs(self.log.checkpoint_interval_secs.max(1));
+        o.retention_check_interval =
+            Duration::from_secs(self.log.retention_check_interval_secs.max(1));
+        o.max_pending_bytes = self.log.max_pending_bytes;
+        o.idempotency_window = Duration::from_secs(self.topics.idempotency_window_secs);
+        Ok(o)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn layers_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.toml");
+        std::fs::write(&path, "topic_prefix = \"fromfile\"\n[http]\naddr = \"127.0.0.1:1111\"\n[topics]\ndefault_partitions = 3\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            http_addr: Some("127.0.0.1:3333".into()),
+            ..Default::default()
+        };
+        let cfg = Config::load(
+            &args,
+            &env(&[
+                ("HERALD_HTTP_ADDR", "127.0.0.1:2222"),
+                ("HERALD_TOPIC_PREFIX", "fromenv"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.http.addr, "127.0.0.1:3333", "flag beats env and file");
+        assert_eq!(cfg.topic_prefix, "fromenv", "env beats file");
+        assert_eq!(cfg.topics.default_partitions, 3, "file beats default");
+        assert_eq!(cfg.log.fsync, "always", "default");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.toml");
+        std::fs::write(&path, "[log]\nfsinc = \"always\"\n").unwrap();
+        let err = Config::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("fsinc"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let args = ServeArgs {
+            fsync: Some("sometimes".into()),
+            ..Default::default()
+        };
+        assert!(
+            Config::load(&args, &[])
+                .unwrap_err()
+                .to_string()
+                .contains("log.fsync")
+        );
+        let err = Config::load(
+            &ServeArgs::default(),
+            &env(&[("HERALD_DEFAULT_PARTITIONS", "many")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("HERALD_DEFAULT_PARTITIONS"));
+    }
+}

@@ -1,0 +1,215 @@
+//! `herald serve`: wires the log, the broker and the listeners together and shuts them down in
+//! order.
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use herald_broker::{Broker, BrokerConfig};
+use herald_http::{HttpLimits, HttpState};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, ServeArgs};
+
+fn init_tracing() {
+    let filter = EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn random_secret(prefix: &str) -> String {
+    let bytes: [u8; 24] = rand::random();
+    let mut s = String::with_capacity(prefix.len() + 48);
+    s.push_str(prefix);
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// Reads a secret stored in the data directory, or generates and stores it (mode 0600).
+/// Returns the secret and whether it was generated now.
+fn stored_secret(dir: &Path, file: &str, prefix: &str) -> anyhow::Result<(String, bool)> {
+    let path = dir.join(file);
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok((s.trim().to_owned(), false)),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let secret = random_secret(prefix);
+    let tmp = dir.join(format!(".{file}.tmp"));
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(secret.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all())?;
+    Ok((secret, true))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let cfg = Config::load(&args, &env)?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
+
+    let (admin_key, key_generated) = match &cfg.admin_api_key {
+        Some(k) => (k.clone(), false),
+        None => stored_secret(&cfg.data_dir, "admin-api-key", "hk_")?,
+    };
+    let (_jwt_secret, jwt_generated) = match &cfg.jwt_secret {
+        Some(s) => (s.clone(), false),
+        None => stored_secret(&cfg.data_dir, "jwt-secret", "")?,
+    };
+
+    let prometheus = PrometheusBuilder::new()
+        .set_buckets(&[
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ])
+        .context("prometheus buckets")?
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    describe_metrics();
+
+    let log_opts = cfg.log_options()?;
+    let log_dir = log_opts.dir.clone();
+    let log = tokio::task::spawn_blocking(move || herald_log::Log::open(log_opts))
+        .await?
+        .map_err(|e| match e {
+            herald_log::LogError::Index(msg)
+                if msg.contains("already open") || msg.contains("lock") =>
+            {
+                anyhow::anyhow!(
+                    "the data directory {} is in use by another Herald process ({msg})",
+                    log_dir.display()
+                )
+            }
+            other => anyhow::anyhow!("cannot open the log in {}: {other}", log_dir.display()),
+        })?;
+
+    let broker = Arc::new(Broker::new(
+        log.clone(),
+        BrokerConfig {
+            topic_prefix: cfg.topic_prefix.clone(),
+            default_partitions: cfg.topics.default_partitions,
+            auto_create_topics: cfg.topics.auto_create,
+            strict_envelopes: cfg.topics.strict_envelopes,
+            max_tenant_labels: cfg.metrics.max_tenant_labels,
+        },
+    )?);
+
+    let http_addr = cfg.http_addr()?;
+    let listener = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
+    let http_local = listener.local_addr()?;
+    let router = herald_http::router(HttpState {
+        broker: Arc::clone(&broker),
+        admin_api_key: admin_key.clone(),
+        render_metrics: Box::new(move || prometheus.render()),
+        limits: HttpLimits {
+            max_body_bytes: cfg.http.max_body_bytes,
+            max_events_per_request: cfg.http.max_events_per_request,
+            ..HttpLimits::default()
+        },
+    });
+
+    tracing::info!(
+        http = %http_local,
+        data_dir = %cfg.data_dir.display(),
+        fsync = %cfg.log.fsync,
+        topics = log.topic_count(),
+        "herald started"
+    );
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "Herald {} is running", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(out, "  data directory  {}", cfg.data_dir.display());
+    let _ = writeln!(
+        out,
+        "  HTTP API        http://{http_local}  (events, topics, /metrics, /health)"
+    );
+    if key_generated {
+        let _ = writeln!(out, "  admin API key   {admin_key}");
+        let _ = writeln!(
+            out,
+            "                  generated now and stored in {}; shown only this once",
+            cfg.data_dir.join("admin-api-key").display()
+        );
+    }
+    if jwt_generated {
+        let _ = writeln!(
+            out,
+            "  JWT secret      generated now and stored in {}",
+            cfg.data_dir.join("jwt-secret").display()
+        );
+    }
+    let _ = out.flush();
+    drop(out);
+
+    let served = herald_http::serve(listener, router, shutdown_signal()).await;
+    tracing::info!("shutting down: flushing the log");
+    let closed = tokio::task::spawn_blocking(move || log.close()).await?;
+    served.context("HTTP server failed")?;
+    closed.context("closing the log failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn describe_metrics() {
+    metrics::describe_counter!(
+        "events_published_total",
+        "Events published, by tenant and service"
+    );
+    metrics::describe_histogram!(
+        "event_publish_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time from receiving a publish request to its durable acknowledgement"
+    );
+    metrics::describe_counter!(
+        "auth_failures_total",
+        "Requests refused for missing or wrong credentials"
+    );
+    metrics::describe_gauge!(
+        "herald_log_bytes",
+        metrics::Unit::Bytes,
+        "Bytes stored per tenant"
+    );
+    metrics::describe_gauge!("herald_topics", "Topics in the log");
+    metrics::describe_gauge!("herald_journal_segments", "Journal segment files on disk");
+}
