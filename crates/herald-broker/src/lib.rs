@@ -239,7 +239,11 @@ impl Broker {
             }
         }
         let elapsed = started.elapsed().as_secs_f64();
-        for env in &envelopes {
+        let stored = envelopes
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.as_ref().is_some_and(|r| !r.duplicate));
+        for (env, _) in stored {
             let tenant = self.tenant_labels.label(env.tenant_id.as_str());
             metrics::counter!("events_published_total", "tenant" => tenant, "service" => env.service.clone())
                 .increment(1);
@@ -572,6 +576,9 @@ impl Broker {
                     .map_err(|e| BrokerError::Internal(e.to_string()))??;
             let mut records = Vec::new();
             for b in &read.batches {
+                if records.len() >= limit {
+                    break;
+                }
                 for r in herald_log::batch::decode(b)? {
                     if r.offset >= offset && records.len() < limit {
                         records.push(r);

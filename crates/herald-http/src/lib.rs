@@ -348,22 +348,53 @@ fn param<T: std::str::FromStr>(
         .transpose()
 }
 
-fn encode_bytes(b: &Option<Bytes>) -> (Value, &'static str) {
-    match b {
-        None => (Value::Null, "null"),
-        Some(b) => {
-            if let Ok(v) = serde_json::from_slice::<Value>(b) {
-                return (v, "json");
-            }
-            match std::str::from_utf8(b) {
-                Ok(s) => (Value::String(s.to_owned()), "utf8"),
-                Err(_) => (
-                    Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
-                    "base64",
-                ),
-            }
-        }
+/// A key or value as returned by reads: JSON values are embedded byte for byte (never
+/// re-serialized, so key order and number precision are kept), other UTF-8 as a string, other
+/// bytes as base64.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Payload {
+    Json(Box<serde_json::value::RawValue>),
+    Text(String),
+    Null,
+}
+
+fn encode_bytes(b: &Option<Bytes>) -> (Payload, &'static str) {
+    let Some(b) = b else {
+        return (Payload::Null, "null");
+    };
+    match std::str::from_utf8(b) {
+        Ok(s) => match serde_json::value::RawValue::from_string(s.trim().to_owned()) {
+            Ok(raw) if !s.trim().is_empty() => (Payload::Json(raw), "json"),
+            _ => (Payload::Text(s.to_owned()), "utf8"),
+        },
+        Err(_) => (
+            Payload::Text(base64::engine::general_purpose::STANDARD.encode(b)),
+            "base64",
+        ),
     }
+}
+
+#[derive(serde::Serialize)]
+struct EventOut {
+    partition: u32,
+    offset: u64,
+    timestamp: i64,
+    key: Payload,
+    key_format: &'static str,
+    value: Payload,
+    format: &'static str,
+    headers: serde_json::Map<String, Value>,
+}
+
+#[derive(serde::Serialize)]
+struct EventsOut {
+    topic: String,
+    partition: u32,
+    events: Vec<EventOut>,
+    next_offset: u64,
+    high_watermark: u64,
+    log_start_offset: u64,
 }
 
 async fn read_events(
@@ -404,7 +435,7 @@ async fn read_events(
         .broker
         .read(&topic, partition, offset, limit, 4 * 1024 * 1024, wait)
         .await?;
-    let events: Vec<Value> = read
+    let events: Vec<EventOut> = read
         .records
         .iter()
         .map(|r| {
@@ -421,26 +452,26 @@ async fn read_events(
                     (k.clone(), v)
                 })
                 .collect();
-            json!({
-                "partition": partition,
-                "offset": r.offset,
-                "timestamp": r.timestamp_ms,
-                "key": key,
-                "key_format": key_format,
-                "value": value,
-                "format": format,
-                "headers": headers,
-            })
+            EventOut {
+                partition,
+                offset: r.offset,
+                timestamp: r.timestamp_ms,
+                key,
+                key_format,
+                value,
+                format,
+                headers,
+            }
         })
         .collect();
-    Ok(Json(json!({
-        "topic": topic,
-        "partition": partition,
-        "events": events,
-        "next_offset": read.next_offset,
-        "high_watermark": read.high_watermark,
-        "log_start_offset": read.log_start_offset,
-    }))
+    Ok(Json(EventsOut {
+        topic,
+        partition,
+        events,
+        next_offset: read.next_offset,
+        high_watermark: read.high_watermark,
+        log_start_offset: read.log_start_offset,
+    })
     .into_response())
 }
 

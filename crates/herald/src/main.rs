@@ -59,6 +59,7 @@ impl Connection {
     pub fn key(&self) -> Option<String> {
         self.api_key
             .clone()
+            .filter(|k| !k.is_empty())
             .or_else(|| std::env::var("HERALD_ADMIN_API_KEY").ok())
             .filter(|k| !k.is_empty())
     }

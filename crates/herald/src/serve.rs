@@ -160,10 +160,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "Herald {} is running", env!("CARGO_PKG_VERSION"));
     let _ = writeln!(out, "  data directory  {}", cfg.data_dir.display());
-    let _ = writeln!(
-        out,
-        "  HTTP API        http://{http_local}  (events, topics, /metrics, /health)"
-    );
     if key_generated {
         let _ = writeln!(out, "  admin API key   {admin_key}");
         let _ = writeln!(
@@ -179,6 +175,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             cfg.data_dir.join("jwt-secret").display()
         );
     }
+    // The listener lines come last: tools that start Herald wait for them.
+    let _ = writeln!(
+        out,
+        "  HTTP API        http://{http_local}  (events, topics, /metrics, /health)"
+    );
     let _ = out.flush();
     drop(out);
 
