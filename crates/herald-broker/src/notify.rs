@@ -10,8 +10,10 @@ use tokio::sync::watch;
 /// nothing here.
 #[derive(Default)]
 pub struct Notifier {
-    channels: Mutex<HashMap<(Arc<str>, u32), watch::Sender<u64>>>,
+    channels: Mutex<HashMap<PartitionKey, watch::Sender<u64>>>,
 }
+
+type PartitionKey = (Arc<str>, u32);
 
 pub struct Waiter {
     rx: watch::Receiver<u64>,
@@ -33,7 +35,7 @@ impl Notifier {
 
     pub fn notify(&self, topic: &str, partition: u32) {
         let mut map = self.channels.lock();
-        let key: (Arc<str>, u32) = (Arc::from(topic), partition);
+        let key: PartitionKey = (Arc::from(topic), partition);
         if let Some(tx) = map.get(&key) {
             if tx.receiver_count() == 0 {
                 map.remove(&key);

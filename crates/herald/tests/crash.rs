@@ -51,7 +51,7 @@ async fn acknowledged_events_survive_kill_9_at_random_moments() {
                         1 => ("crash", "odoo", "invoice_created"),
                         _ => ("other", "n8n", "workflow_failed"),
                     };
-                    let n = if seq % 4 == 0 { 10 } else { 1 };
+                    let n = if seq.is_multiple_of(4) { 10 } else { 1 };
                     let events: Vec<Value> = (0..n)
                         .map(|i| {
                             json!({"event_id": uuid::Uuid::new_v4().to_string(), "event_type": event_type, "tenant_id": tenant,
