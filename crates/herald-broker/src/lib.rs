@@ -95,6 +95,13 @@ pub struct PartitionDescription {
     pub size_bytes: u64,
 }
 
+/// Where a produced batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducedBatch {
+    pub base_offset: u64,
+    pub log_start: u64,
+}
+
 /// Records read from one partition.
 #[derive(Debug, Clone)]
 pub struct ReadResult {
@@ -113,11 +120,80 @@ pub struct RawRecord {
     pub timestamp_ms: Option<i64>,
 }
 
-/// Topic configuration keys Herald accepts, with their defaults.
-pub const TOPIC_CONFIG_KEYS: &[(&str, &str)] = &[
-    ("retention.ms", "604800000"),
-    ("herald.envelope", "lenient"),
+/// One topic configuration key as Kafka's DescribeConfigs shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct ConfigKey {
+    pub name: &'static str,
+    pub default: &'static str,
+    /// Whether AlterConfigs may change it. Read-only keys describe how Herald behaves.
+    pub settable: bool,
+}
+
+/// Every topic configuration key Herald reports, with its default. The settable ones are
+/// enforced: `retention.ms` by the log's retention pass, `max.message.bytes` on produce,
+/// `herald.envelope` by envelope validation.
+pub const TOPIC_CONFIGS: &[ConfigKey] = &[
+    ConfigKey {
+        name: "cleanup.policy",
+        default: "delete",
+        settable: false,
+    },
+    ConfigKey {
+        name: "compression.type",
+        default: "producer",
+        settable: false,
+    },
+    ConfigKey {
+        name: "herald.envelope",
+        default: "lenient",
+        settable: true,
+    },
+    ConfigKey {
+        name: "max.message.bytes",
+        default: "1048588",
+        settable: true,
+    },
+    ConfigKey {
+        name: "message.timestamp.type",
+        default: "CreateTime",
+        settable: false,
+    },
+    ConfigKey {
+        name: "min.insync.replicas",
+        default: "1",
+        settable: false,
+    },
+    ConfigKey {
+        name: "retention.bytes",
+        default: "-1",
+        settable: false,
+    },
+    ConfigKey {
+        name: "retention.ms",
+        default: "604800000",
+        settable: true,
+    },
+    ConfigKey {
+        name: "segment.bytes",
+        default: "134217728",
+        settable: false,
+    },
+    ConfigKey {
+        name: "unclean.leader.election.enable",
+        default: "false",
+        settable: false,
+    },
 ];
+
+/// A topic's effective configuration entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    pub name: String,
+    pub value: String,
+    /// Set on the topic (rather than the default).
+    pub is_set: bool,
+    pub read_only: bool,
+}
 
 pub struct Broker {
     log: Log,
@@ -404,6 +480,148 @@ impl Broker {
         }
     }
 
+    /// Appends one client-encoded RecordBatch v2 (any compression) to a partition: the Kafka
+    /// produce path. Values that look like envelopes must agree with the topic; a topic with
+    /// `herald.envelope=strict` accepts only valid envelopes.
+    pub async fn produce_batch(
+        &self,
+        topic: &str,
+        partition: u32,
+        batch: Vec<u8>,
+    ) -> Result<ProducedBatch, BrokerError> {
+        let started = Instant::now();
+        let info = self
+            .log
+            .topic(topic)
+            .ok_or_else(|| BrokerError::NotFound(format!("topic {topic} does not exist")))?;
+        if partition >= info.partitions {
+            return Err(BrokerError::NotFound(format!(
+                "topic {topic} has no partition {partition}"
+            )));
+        }
+        let max_message: usize = info
+            .config
+            .get("max.message.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_048_588);
+        if batch.len() > max_message {
+            return Err(BrokerError::TooLarge(format!(
+                "record batch of {} bytes exceeds max.message.bytes ({max_message}) of topic {topic}",
+                batch.len()
+            )));
+        }
+        let header = herald_log::batch::validate(&batch)?;
+        let strict = info
+            .config
+            .get("herald.envelope")
+            .is_some_and(|v| v == "strict");
+        let tenant_topic = self.grammar.tenant_of(topic).is_some();
+        let count = u64::try_from(header.record_count).unwrap_or(0);
+        if tenant_topic || strict {
+            // Decoding also proves a compressed batch is well-formed before it is stored.
+            let records = herald_log::batch::decode(&batch)?;
+            for (i, r) in records.iter().enumerate() {
+                let value = r.value.as_deref().unwrap_or_default();
+                check_value_against_topic(&self.grammar, topic, value)
+                    .map_err(|e| BrokerError::InvalidEvent(format!("record {i}: {e}")))?;
+                if strict {
+                    let v: serde_json::Value = serde_json::from_slice(value).map_err(|_| {
+                        BrokerError::InvalidEvent(format!(
+                            "record {i}: topic {topic} accepts only event envelopes (herald.envelope=strict)"
+                        ))
+                    })?;
+                    parse_envelope(v, UnknownFields::Allow, OffsetDateTime::now_utc())
+                        .map_err(|e| BrokerError::InvalidEvent(format!("record {i}: {e}")))?;
+                }
+            }
+        }
+        match append(&self.log, topic, partition, batch, Vec::new()).await? {
+            AppendOutcome::Appended { base_offset, .. } => {
+                self.notifier.notify(topic, partition);
+                let tenant = self
+                    .grammar
+                    .tenant_of(topic)
+                    .map(|t| self.tenant_labels.label(t.as_str()))
+                    .unwrap_or_else(|| "_none".to_owned());
+                let service = match self.grammar.classify(topic) {
+                    Ok(TopicKind::Tenant(t)) => t.service,
+                    _ => "_none".to_owned(),
+                };
+                metrics::counter!("events_published_total", "tenant" => tenant, "service" => service).increment(count);
+                metrics::histogram!("event_publish_duration_seconds", "interface" => "kafka")
+                    .record(started.elapsed().as_secs_f64());
+                let log_start = self
+                    .log
+                    .partition_stats(topic, partition)
+                    .map(|s| s.log_start)
+                    .unwrap_or(0);
+                Ok(ProducedBatch {
+                    base_offset,
+                    log_start,
+                })
+            }
+            AppendOutcome::Duplicate { .. } => Err(BrokerError::Internal(
+                "unexpected duplicate without keys".into(),
+            )),
+        }
+    }
+
+    /// Whole stored batches from `offset` (Kafka fetch); blocking disk reads run off the async
+    /// workers.
+    pub async fn read_batches(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<herald_log::ReadBatches, BrokerError> {
+        let log = self.log.clone();
+        let t = topic.to_owned();
+        Ok(
+            tokio::task::spawn_blocking(move || log.read(&t, partition, offset, max_bytes))
+                .await
+                .map_err(|e| BrokerError::Internal(e.to_string()))??,
+        )
+    }
+
+    /// The first offset at or after `ts_ms` with its timestamp, or `None`.
+    pub async fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: u32,
+        ts_ms: i64,
+    ) -> Result<Option<(u64, i64)>, BrokerError> {
+        let log = self.log.clone();
+        let t = topic.to_owned();
+        Ok(
+            tokio::task::spawn_blocking(move || log.offset_for_timestamp(&t, partition, ts_ms))
+                .await
+                .map_err(|e| BrokerError::Internal(e.to_string()))??,
+        )
+    }
+
+    /// Kafka DeleteRecords: records before `offset` become unreadable; returns the new log start.
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<u64, BrokerError> {
+        let log = self.log.clone();
+        let t = topic.to_owned();
+        Ok(
+            tokio::task::spawn_blocking(move || log.delete_records_before(&t, partition, offset))
+                .await
+                .map_err(|e| BrokerError::Internal(e.to_string()))??,
+        )
+    }
+
+    /// Whether a missing topic may be created implicitly (on produce or metadata).
+    pub fn may_auto_create(&self, topic: &str) -> bool {
+        self.cfg.auto_create_topics
+            && matches!(self.grammar.classify(topic), Ok(TopicKind::Tenant(_)))
+    }
+
     /// The topic, created with defaults if auto-creation applies.
     pub async fn ensure_topic(&self, topic: &str) -> Result<TopicInfo, BrokerError> {
         if let Some(info) = self.log.topic(topic) {
@@ -497,6 +715,31 @@ impl Broker {
         self.describe_topic(name)
     }
 
+    /// Replaces a topic's whole configuration (Kafka AlterConfigs semantics).
+    pub async fn replace_topic_config(
+        &self,
+        name: &str,
+        config: BTreeMap<String, String>,
+    ) -> Result<(), BrokerError> {
+        validate_topic_config(&config)?;
+        if self.log.topic(name).is_none() {
+            return Err(BrokerError::NotFound(format!(
+                "topic {name} does not exist"
+            )));
+        }
+        let log = self.log.clone();
+        let n = name.to_owned();
+        tokio::task::spawn_blocking(move || log.set_topic_config(&n, config))
+            .await
+            .map_err(|e| BrokerError::Internal(e.to_string()))??;
+        Ok(())
+    }
+
+    /// Checks a configuration without applying it.
+    pub fn validate_config(&self, config: &BTreeMap<String, String>) -> Result<(), BrokerError> {
+        validate_topic_config(config)
+    }
+
     /// Topics, optionally only one tenant's and/or those a glob selects.
     pub fn list_topics(
         &self,
@@ -538,9 +781,9 @@ impl Broker {
             ),
             _ => (None, None, None),
         };
-        let mut config: BTreeMap<String, String> = TOPIC_CONFIG_KEYS
+        let mut config: BTreeMap<String, String> = TOPIC_CONFIGS
             .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .map(|k| (k.name.to_owned(), k.default.to_owned()))
             .collect();
         config.extend(info.config);
         Ok(TopicDescription {
@@ -638,12 +881,37 @@ fn idem_key(e: &Envelope) -> Vec<u8> {
 
 fn validate_topic_config(config: &BTreeMap<String, String>) -> Result<(), BrokerError> {
     for (k, v) in config {
+        let Some(key) = TOPIC_CONFIGS.iter().find(|c| c.name == k) else {
+            let known: Vec<&str> = TOPIC_CONFIGS
+                .iter()
+                .filter(|c| c.settable)
+                .map(|c| c.name)
+                .collect();
+            return Err(BrokerError::Invalid(format!(
+                "unknown topic config {k:?}; settable keys: {}",
+                known.join(", ")
+            )));
+        };
+        if !key.settable {
+            if v == key.default {
+                continue;
+            }
+            return Err(BrokerError::Invalid(format!(
+                "topic config {k} is fixed at {:?} in Herald and cannot be set to {v:?}",
+                key.default
+            )));
+        }
         match k.as_str() {
             "retention.ms" => {
                 v.parse::<i64>().ok().filter(|v| *v >= -1).ok_or_else(|| {
                     BrokerError::Invalid(format!(
                         "retention.ms must be -1 (forever) or a number of milliseconds, got {v:?}"
                     ))
+                })?;
+            }
+            "max.message.bytes" => {
+                v.parse::<u32>().ok().filter(|v| *v >= 1024).ok_or_else(|| {
+                    BrokerError::Invalid(format!("max.message.bytes must be a number of bytes of at least 1024, got {v:?}"))
                 })?;
             }
             "herald.envelope" => {
@@ -653,16 +921,26 @@ fn validate_topic_config(config: &BTreeMap<String, String>) -> Result<(), Broker
                     )));
                 }
             }
-            other => {
-                let known: Vec<&str> = TOPIC_CONFIG_KEYS.iter().map(|(k, _)| *k).collect();
-                return Err(BrokerError::Invalid(format!(
-                    "unknown topic config {other:?}; known keys: {}",
-                    known.join(", ")
-                )));
-            }
+            _ => {}
         }
     }
     Ok(())
+}
+
+/// The effective configuration of a topic: every key Herald reports, set or default.
+pub fn config_entries(set: &BTreeMap<String, String>) -> Vec<ConfigEntry> {
+    TOPIC_CONFIGS
+        .iter()
+        .map(|k| {
+            let value = set.get(k.name);
+            ConfigEntry {
+                name: k.name.to_owned(),
+                value: value.cloned().unwrap_or_else(|| k.default.to_owned()),
+                is_set: value.is_some(),
+                read_only: !k.settable,
+            }
+        })
+        .collect()
 }
 
 impl From<LogError> for BrokerError {

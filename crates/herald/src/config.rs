@@ -23,6 +23,14 @@ pub struct ServeArgs {
     /// Topic prefix of the tenant grammar [env: HERALD_TOPIC_PREFIX] [default: smarteros]
     #[arg(long, value_name = "PREFIX")]
     pub topic_prefix: Option<String>,
+    /// Kafka listeners, NAME://HOST:PORT, comma-separated [env: HERALD_KAFKA_ADDR]
+    /// [default: PLAINTEXT://127.0.0.1:9092]
+    #[arg(long, value_name = "LISTENERS")]
+    pub kafka_addr: Option<String>,
+    /// Addresses given to Kafka clients, NAME://HOST:PORT by listener name
+    /// [env: HERALD_ADVERTISE_KAFKA_ADDR] [default: the listen address]
+    #[arg(long, value_name = "LISTENERS")]
+    pub advertise_kafka_addr: Option<String>,
     /// "always" (acknowledge after fsync) or "interval" [env: HERALD_FSYNC]
     #[arg(long, value_name = "POLICY")]
     pub fsync: Option<String>,
@@ -41,6 +49,7 @@ pub struct Config {
     /// HMAC secret for JWTs; generated and stored in the data directory when absent.
     pub jwt_secret: Option<String>,
     pub http: HttpConfig,
+    pub kafka: KafkaConfig,
     pub log: LogConfig,
     pub topics: TopicsConfig,
     pub metrics: MetricsConfig,
@@ -52,6 +61,34 @@ pub struct HttpConfig {
     pub addr: String,
     pub max_body_bytes: usize,
     pub max_events_per_request: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `NAME://HOST:PORT` listeners; an empty list disables the Kafka interface.
+    pub listeners: Vec<String>,
+    /// `NAME://HOST:PORT` per listener name, as told to clients in Metadata.
+    pub advertised_listeners: Vec<String>,
+    pub node_id: i32,
+    pub cluster_id: String,
+    pub max_request_bytes: usize,
+    pub max_connections: usize,
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            listeners: vec!["PLAINTEXT://127.0.0.1:9092".into()],
+            advertised_listeners: Vec::new(),
+            node_id: 0,
+            cluster_id: "herald".into(),
+            max_request_bytes: 64 * 1024 * 1024,
+            max_connections: 10_000,
+            idle_timeout_secs: 540,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +127,7 @@ impl Default for Config {
             admin_api_key: None,
             jwt_secret: None,
             http: HttpConfig::default(),
+            kafka: KafkaConfig::default(),
             log: LogConfig::default(),
             topics: TopicsConfig::default(),
             metrics: MetricsConfig::default(),
@@ -143,6 +181,14 @@ impl Default for MetricsConfig {
 /// Variables read by client commands or logging, not by the server's configuration.
 const OTHER_ENV_VARS: &[&str] = &["HERALD_SERVER", "HERALD_API_KEY", "HERALD_LOG"];
 
+fn split_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 fn parse_env<T: std::str::FromStr>(name: &str, v: &str) -> anyhow::Result<T> {
     v.parse()
         .map_err(|_| anyhow::anyhow!("environment variable {name}={v:?} has the wrong type"))
@@ -162,6 +208,8 @@ impl Config {
             match k.as_str() {
                 "HERALD_DATA_DIR" => cfg.data_dir = PathBuf::from(v),
                 "HERALD_HTTP_ADDR" => cfg.http.addr = v.clone(),
+                "HERALD_KAFKA_ADDR" => cfg.kafka.listeners = split_list(v),
+                "HERALD_ADVERTISE_KAFKA_ADDR" => cfg.kafka.advertised_listeners = split_list(v),
                 "HERALD_TOPIC_PREFIX" => cfg.topic_prefix = v.clone(),
                 "HERALD_ADMIN_API_KEY" => {
                     cfg.admin_api_key = Some(v.clone()).filter(|v| !v.is_empty())
@@ -188,6 +236,12 @@ impl Config {
         if let Some(a) = &args.http_addr {
             cfg.http.addr = a.clone();
         }
+        if let Some(k) = &args.kafka_addr {
+            cfg.kafka.listeners = split_list(k);
+        }
+        if let Some(k) = &args.advertise_kafka_addr {
+            cfg.kafka.advertised_listeners = split_list(k);
+        }
         if let Some(p) = &args.topic_prefix {
             cfg.topic_prefix = p.clone();
         }
@@ -210,6 +264,7 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         self.http_addr()?;
+        self.kafka_listeners()?;
         self.fsync_policy()?;
         herald_core::TopicGrammar::new(&self.topic_prefix)
             .map_err(|e| anyhow::anyhow!("topic_prefix: {e}"))?;
@@ -234,6 +289,42 @@ impl Config {
                 self.http.addr
             )
         })
+    }
+
+    /// Kafka listeners as (name, bind address, advertised host, advertised port); an advertised
+    /// port of 0 means "the port actually bound".
+    pub fn kafka_listeners(&self) -> anyhow::Result<Vec<(String, String, Option<(String, u16)>)>> {
+        let mut out = Vec::new();
+        for spec in &self.kafka.listeners {
+            let (name, addr) = herald_kafka::parse_listener(spec)
+                .map_err(|e| anyhow::anyhow!("kafka listener: {e}"))?;
+            if out.iter().any(|(n, _, _)| n == &name) {
+                bail!("kafka listener name {name} is used twice");
+            }
+            out.push((name, addr, None));
+        }
+        for spec in &self.kafka.advertised_listeners {
+            let (name, addr) = herald_kafka::parse_listener(spec)
+                .map_err(|e| anyhow::anyhow!("advertised kafka listener: {e}"))?;
+            let Some(entry) = out.iter_mut().find(|(n, _, _)| *n == name) else {
+                bail!(
+                    "advertised kafka listener {name} matches no listener (listeners: {})",
+                    self.kafka.listeners.join(", ")
+                );
+            };
+            let (host, port) = addr
+                .rsplit_once(':')
+                .and_then(|(h, p)| {
+                    p.parse::<u16>()
+                        .ok()
+                        .map(|p| (h.trim_matches(['[', ']']).to_owned(), p))
+                })
+                .ok_or_else(|| {
+                    anyhow::anyhow!("advertised kafka listener {spec:?} needs HOST:PORT")
+                })?;
+            entry.2 = Some((host, port));
+        }
+        Ok(out)
     }
 
     pub fn fsync_policy(&self) -> anyhow::Result<herald_log::FsyncPolicy> {

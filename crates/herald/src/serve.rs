@@ -150,6 +150,44 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     });
 
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let kafka_ctx = Arc::new(herald_kafka::KafkaContext::new(
+        Arc::clone(&broker),
+        herald_kafka::KafkaConfig {
+            node_id: cfg.kafka.node_id,
+            cluster_id: cfg.kafka.cluster_id.clone(),
+            max_request_bytes: cfg.kafka.max_request_bytes,
+            max_connections: cfg.kafka.max_connections,
+            idle_timeout: std::time::Duration::from_secs(cfg.kafka.idle_timeout_secs.max(1)),
+            ..herald_kafka::KafkaConfig::default()
+        },
+    ));
+    let mut kafka_lines = Vec::new();
+    let mut kafka_tasks = Vec::new();
+    for (name, addr, advertised) in cfg.kafka_listeners()? {
+        let bind = herald_kafka::bind_addr(&addr)
+            .map_err(|e| anyhow::anyhow!("kafka listener {name}: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("cannot listen for Kafka ({name}) on {bind}"))?;
+        let local = listener.local_addr()?;
+        let (host, port) = match advertised {
+            Some((h, 0)) => (h, local.port()),
+            Some((h, p)) => (h, p),
+            None => (local.ip().to_string(), local.port()),
+        };
+        kafka_lines.push(format!(
+            "  Kafka {name:<9} {local}  (advertised as {host}:{port})"
+        ));
+        tracing::info!(listener = %name, addr = %local, advertised = %format!("{host}:{port}"), "kafka listener started");
+        kafka_tasks.push(tokio::spawn(herald_kafka::serve(
+            listener,
+            herald_kafka::Advertised { name, host, port },
+            Arc::clone(&kafka_ctx),
+            stop_rx.clone(),
+        )));
+    }
+
     tracing::info!(
         http = %http_local,
         data_dir = %cfg.data_dir.display(),
@@ -175,7 +213,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             cfg.data_dir.join("jwt-secret").display()
         );
     }
-    // The listener lines come last: tools that start Herald wait for them.
+    // The listener lines come last, HTTP last of all: tools that start Herald wait for it.
+    for line in &kafka_lines {
+        let _ = writeln!(out, "{line}");
+    }
     let _ = writeln!(
         out,
         "  HTTP API        http://{http_local}  (events, topics, /metrics, /health)"
@@ -183,7 +224,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let _ = out.flush();
     drop(out);
 
-    let served = herald_http::serve(listener, router, shutdown_signal()).await;
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let mut http_stop = stop_rx.clone();
+    let served = herald_http::serve(listener, router, async move {
+        let _ = http_stop.changed().await;
+    })
+    .await;
+    for t in kafka_tasks {
+        let _ = t.await;
+    }
     tracing::info!("shutting down: flushing the log");
     let closed = tokio::task::spawn_blocking(move || log.close()).await?;
     served.context("HTTP server failed")?;

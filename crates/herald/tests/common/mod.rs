@@ -35,6 +35,8 @@ impl Server {
             .arg(data_dir)
             .arg("--http-addr")
             .arg("127.0.0.1:0")
+            .arg("--kafka-addr")
+            .arg("PLAINTEXT://127.0.0.1:0")
             .args(extra_args)
             .env_remove("HERALD_ADMIN_API_KEY")
             .env("HERALD_LOG", "warn")

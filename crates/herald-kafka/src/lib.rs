@@ -1,0 +1,167 @@
+//! `herald-kafka` is Herald's Kafka wire-protocol listener: framing, version negotiation and
+//! handlers that map Kafka requests onto `herald-broker`, so kafka-python, librdkafka, kcat and
+//! kafkajs work against Herald unmodified.
+//!
+//! Message types come from the `kafka-protocol` crate. Requests on one connection are answered
+//! in order, one at a time, as Kafka brokers do. What it is not: it has no storage of its own
+//! and no HTTP; it speaks for a single node (Herald is never a home-made cluster).
+
+mod conn;
+mod errors;
+mod handlers;
+mod versions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use herald_broker::Broker;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+pub use versions::SUPPORTED;
+
+/// Settings of the Kafka listener.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub node_id: i32,
+    pub cluster_id: String,
+    /// Largest Produce request accepted (Kafka's `socket.request.max.bytes`).
+    pub max_request_bytes: usize,
+    /// Largest request of any other kind: metadata and admin requests are small, and a small
+    /// cap bounds what a decoder may be asked to allocate.
+    pub max_small_request_bytes: usize,
+    pub max_connections: usize,
+    /// Connections idle this long are closed (Kafka's `connections.max.idle.ms`).
+    pub idle_timeout: Duration,
+    /// Longest a Fetch may wait for `min_bytes`.
+    pub max_fetch_wait: Duration,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            node_id: 0,
+            cluster_id: "herald".into(),
+            max_request_bytes: 64 * 1024 * 1024,
+            max_small_request_bytes: 1024 * 1024,
+            max_connections: 10_000,
+            idle_timeout: Duration::from_secs(540),
+            max_fetch_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The address clients are told to connect to for one listener.
+#[derive(Debug, Clone)]
+pub struct Advertised {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Shared by every connection of every listener.
+pub struct KafkaContext {
+    pub broker: Arc<Broker>,
+    pub cfg: KafkaConfig,
+    producer_ids: AtomicI64,
+}
+
+impl KafkaContext {
+    pub fn new(broker: Arc<Broker>, cfg: KafkaConfig) -> KafkaContext {
+        // Producer ids must never repeat, also across restarts: start from the clock in
+        // milliseconds times 4096, so a restart lands beyond every id handed out before unless
+        // more than 4096 ids per millisecond were allocated.
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        KafkaContext {
+            broker,
+            cfg,
+            producer_ids: AtomicI64::new(now_ms.saturating_mul(4096)),
+        }
+    }
+
+    pub fn next_producer_id(&self) -> i64 {
+        self.producer_ids.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Accepts connections until `shutdown` turns true. Each connection is served by its own task;
+/// past `max_connections` new connections are closed at once.
+pub async fn serve(
+    listener: TcpListener,
+    advertised: Advertised,
+    ctx: Arc<KafkaContext>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(ctx.cfg.max_connections));
+    let advertised = Arc::new(advertised);
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            tracing::warn!(%peer, limit = ctx.cfg.max_connections, "kafka connection limit reached; closing");
+            metrics::counter!("kafka_connections_refused_total").increment(1);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = Arc::clone(&ctx);
+        let advertised = Arc::clone(&advertised);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            metrics::gauge!("kafka_connections").increment(1.0);
+            conn::Connection::new(ctx, advertised, peer)
+                .run(stream, shutdown)
+                .await;
+            metrics::gauge!("kafka_connections").decrement(1.0);
+            drop(permit);
+        });
+    }
+}
+
+/// Parses `NAME://HOST:PORT` (or `HOST:PORT`, named `PLAINTEXT`).
+pub fn parse_listener(spec: &str) -> Result<(String, String), String> {
+    let (name, addr) = match spec.split_once("://") {
+        Some((n, a)) => (n.to_owned(), a.to_owned()),
+        None => ("PLAINTEXT".to_owned(), spec.to_owned()),
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "listener name in {spec:?} must be letters, digits, _ or -"
+        ));
+    }
+    if addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .is_none()
+    {
+        return Err(format!("listener {spec:?} needs HOST:PORT"));
+    }
+    Ok((name, addr))
+}
+
+/// Resolves a bind address string.
+pub fn bind_addr(addr: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    addr.to_socket_addrs()
+        .map_err(|e| format!("{addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr} resolves to no address"))
+}
