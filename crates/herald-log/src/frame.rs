@@ -104,6 +104,10 @@ pub enum Decoded {
     Invalid(&'static str),
 }
 
+fn u16_at(buf: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(buf.get(at..at + 2)?.try_into().ok()?))
+}
+
 fn u32_at(buf: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(buf.get(at..at + 4)?.try_into().ok()?))
 }
@@ -130,10 +134,7 @@ pub fn peek_header(buf: &[u8]) -> Result<Header, Decoded> {
         .copied()
         .and_then(Kind::from_u8)
         .ok_or(Decoded::Invalid("unknown frame kind"))?;
-    let idem_count = buf
-        .get(14..16)
-        .map(|b| u16::from_le_bytes([b[0], b[1]]))
-        .ok_or(Decoded::Invalid("short header"))?;
+    let idem_count = u16_at(buf, 14).ok_or(Decoded::Invalid("short header"))?;
     Ok(Header {
         kind,
         idem_count,
@@ -192,13 +193,11 @@ pub fn split_batch_body(body: &[u8], idem_count: u16) -> Result<(Vec<IdemKey>, &
     let mut at = 0usize;
     let bad = || LogError::InvalidBatch("truncated idempotency key section".into());
     for _ in 0..idem_count {
-        let len = body.get(at..at + 2).ok_or_else(bad)?;
-        let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+        let len = usize::from(u16_at(body, at).ok_or_else(bad)?);
         at += 2;
         let key = body.get(at..at + len).ok_or_else(bad)?.to_vec();
         at += len;
-        let idx = body.get(at..at + 4).ok_or_else(bad)?;
-        let record_index = u32::from_le_bytes([idx[0], idx[1], idx[2], idx[3]]);
+        let record_index = u32_at(body, at).ok_or_else(bad)?;
         at += 4;
         keys.push(IdemKey { key, record_index });
     }
@@ -209,8 +208,7 @@ pub fn split_batch_body(body: &[u8], idem_count: u16) -> Result<(Vec<IdemKey>, &
 pub fn batch_bytes(body: &[u8], idem_count: u16) -> Option<&[u8]> {
     let mut at = 0usize;
     for _ in 0..idem_count {
-        let len = body.get(at..at + 2)?;
-        at += 2 + usize::from(u16::from_le_bytes([len[0], len[1]])) + 4;
+        at += 2 + usize::from(u16_at(body, at)?) + 4;
     }
     body.get(at..)
 }

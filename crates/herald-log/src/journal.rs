@@ -70,25 +70,38 @@ impl Segments {
         self.files.read().len()
     }
 
-    /// Reads `len` bytes at global position `pos`. A read never spans segments because a frame
-    /// is never split across them.
+    /// Reads `len` bytes at global position `pos`. A frame is never split across segments, but
+    /// a read of several frames that are adjacent in the journal may cross a segment boundary
+    /// (the last frame of one segment is followed by the first of the next), so the read is
+    /// split at every boundary.
     pub fn read_at(&self, dir: &Path, pos: u64, len: usize) -> Result<Vec<u8>> {
-        let (start, file) = {
-            let files = self.files.read();
-            let (start, file) =
-                files
-                    .range(..=pos)
-                    .next_back()
-                    .ok_or_else(|| LogError::Corrupt {
-                        segment: "-".into(),
-                        position: pos,
-                        detail: "no segment holds this position".into(),
-                    })?;
-            (*start, Arc::clone(file))
-        };
         let mut buf = vec![0u8; len];
-        file.read_exact_at(&mut buf, pos - start)
-            .map_err(|e| LogError::io(segment_path(dir, start).display(), e))?;
+        let mut done = 0usize;
+        while done < len {
+            let at = pos + done as u64;
+            let (start, file, next) = {
+                let files = self.files.read();
+                let (start, file) =
+                    files
+                        .range(..=at)
+                        .next_back()
+                        .ok_or_else(|| LogError::Corrupt {
+                            segment: "-".into(),
+                            position: at,
+                            detail: "no segment holds this position".into(),
+                        })?;
+                let next = files.range(at + 1..).next().map(|(s, _)| *s);
+                (*start, Arc::clone(file), next)
+            };
+            let want = len - done;
+            let n = next.map_or(want, |n| {
+                want.min(usize::try_from(n - at).unwrap_or(usize::MAX))
+            });
+            let slice = buf.get_mut(done..done + n).unwrap_or_default();
+            file.read_exact_at(slice, at - start)
+                .map_err(|e| LogError::io(segment_path(dir, start).display(), e))?;
+            done += n;
+        }
         Ok(buf)
     }
 }

@@ -282,13 +282,61 @@ struct Inner {
     deleted_streams: Mutex<Vec<u64>>,
     shutdown: AtomicBool,
     ckpt_signal: (Mutex<bool>, Condvar),
+    /// Checkpoints of one log run one at a time. (A process-wide lock would make independent
+    /// logs in one process wait for each other.)
+    ckpt_lock: Mutex<()>,
 }
 
 /// The embedded durable log. Cheap to clone; all clones share one writer.
 #[derive(Clone)]
 pub struct Log {
     inner: Arc<Inner>,
-    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    threads: Arc<Threads>,
+}
+
+/// The log's threads, shared by all clones. The threads hold the `Inner` themselves, so `Inner`
+/// can never be dropped while they run: dropping the last clone must stop them, or the writer
+/// and checkpoint threads would live on and keep the index database locked.
+struct Threads {
+    inner: Arc<Inner>,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        if let Err(e) = shutdown(&self.inner, &self.handles) {
+            tracing::warn!(error = %e, "final checkpoint failed while dropping the log");
+        }
+    }
+}
+
+/// Stops accepting work, writes what is queued, joins the threads and takes a final checkpoint.
+fn shutdown(inner: &Inner, handles: &Mutex<Vec<JoinHandle<()>>>) -> Result<()> {
+    {
+        let mut q = inner.queue.lock();
+        q.closed = true;
+    }
+    inner.queue_cv.notify_all();
+    inner.shutdown.store(true, Ordering::SeqCst);
+    {
+        let (lock, cv) = &inner.ckpt_signal;
+        *lock.lock() = true;
+        cv.notify_all();
+    }
+    let threads: Vec<_> = handles.lock().drain(..).collect();
+    let me = std::thread::current().id();
+    for t in threads {
+        // The last handle may be dropped inside an append callback, which runs on the writer
+        // thread; that thread cannot join itself and exits on its own once it sees the queue
+        // closed.
+        if t.thread().id() != me {
+            let _ = t.join();
+        }
+    }
+    if inner.poisoned.lock().is_none() {
+        inner.checkpoint()?;
+    }
+    Ok(())
 }
 
 fn now_ms() -> i64 {
@@ -329,6 +377,7 @@ impl Log {
             deleted_streams: Mutex::new(Vec::new()),
             shutdown: AtomicBool::new(false),
             ckpt_signal: (Mutex::new(false), Condvar::new()),
+            ckpt_lock: Mutex::new(()),
             opts,
         });
         let writer = inner.recover()?;
@@ -349,34 +398,44 @@ impl Log {
                 .map_err(|e| LogError::io("checkpoint thread", e))?,
         );
         Ok(Log {
+            threads: Arc::new(Threads {
+                inner: Arc::clone(&inner),
+                handles: Mutex::new(threads),
+            }),
             inner,
-            threads: Arc::new(Mutex::new(threads)),
         })
     }
 
-    fn enqueue(&self, op: Op, bytes: usize) -> std::result::Result<(), (Op, LogError)> {
-        if let Some(reason) = self.inner.poisoned.lock().clone() {
-            return Err((op, LogError::Poisoned(reason)));
-        }
+    /// Queues `op` for the writer thread, or completes it at once with the reason it is refused.
+    fn enqueue(&self, op: Op, bytes: usize) {
         let mut q = self.inner.queue.lock();
-        if q.closed {
-            return Err((op, LogError::Closed));
+        let refusal = if q.closed {
+            // A poisoned log closes its queue (see `Inner::poison`), so checking under the queue
+            // lock cannot race with the writer thread exiting.
+            Some(match self.inner.poisoned.lock().clone() {
+                Some(reason) => LogError::Poisoned(reason),
+                None => LogError::Closed,
+            })
+        } else if bytes > 0 && q.pending_bytes + bytes > self.inner.opts.max_pending_bytes {
+            Some(LogError::Overloaded {
+                pending: q.pending_bytes,
+                limit: self.inner.opts.max_pending_bytes,
+            })
+        } else {
+            None
+        };
+        match refusal {
+            Some(e) => {
+                drop(q);
+                op.fail(e);
+            }
+            None => {
+                q.pending_bytes += bytes;
+                q.ops.push(op);
+                drop(q);
+                self.inner.queue_cv.notify_one();
+            }
         }
-        if bytes > 0 && q.pending_bytes + bytes > self.inner.opts.max_pending_bytes {
-            let pending = q.pending_bytes;
-            return Err((
-                op,
-                LogError::Overloaded {
-                    pending,
-                    limit: self.inner.opts.max_pending_bytes,
-                },
-            ));
-        }
-        q.pending_bytes += bytes;
-        q.ops.push(op);
-        drop(q);
-        self.inner.queue_cv.notify_one();
-        Ok(())
     }
 
     /// Appends one RecordBatch v2 to a partition. `done` is called exactly once, from the writer
@@ -424,9 +483,7 @@ impl Log {
             keys,
             done,
         };
-        if let Err((op, e)) = self.enqueue(op, bytes) {
-            op.fail(e);
-        }
+        self.enqueue(op, bytes);
     }
 
     /// Blocking form of [`Log::append`], for tools and tests.
@@ -455,9 +512,7 @@ impl Log {
         let op = make(Box::new(move |r| {
             let _ = tx.send(r);
         }));
-        if let Err((op, e)) = self.enqueue(op, 0) {
-            op.fail(e);
-        }
+        self.enqueue(op, 0);
         rx.recv().unwrap_or(Err(LogError::Closed))
     }
 
@@ -586,6 +641,7 @@ impl Log {
                 Some(collect_until(
                     s.tail.get(i..).unwrap_or_default(),
                     max_bytes,
+                    true,
                 ))
             } else {
                 None
@@ -613,13 +669,16 @@ impl Log {
                     // read; continue only if the tail picks up exactly where the store ended.
                     let rest = s.tail.get(i..).unwrap_or_default();
                     if rest.first().is_some_and(|e| e.base_offset == after) {
-                        entries.extend(collect_until(rest, max_bytes.saturating_sub(used).max(1)));
+                        // Only the very first batch of a read may exceed `max_bytes`; once the
+                        // store supplied one, tail entries are added only while they fit.
+                        let room = max_bytes.saturating_sub(used);
+                        entries.extend(collect_until(rest, room, entries.is_empty()));
                     }
                 }
                 entries
             }
         };
-        out.batches = self.inner.read_entries(&entries)?;
+        out.batches = self.inner.read_entries(p.stream, &entries)?;
         Ok(out)
     }
 
@@ -633,16 +692,17 @@ impl Log {
     ) -> Result<Option<(u64, i64)>> {
         let p = self.partition(topic, partition)?;
         // Every batch before the time index's answer is older than `ts_ms`; without an answer
-        // from the store, only the not-yet-checkpointed tail can hold a match.
-        let from_store = self
-            .inner
-            .indexed_time(p.stream, ts_ms)?
-            .map(|e| e.base_offset);
+        // from the store, only the not-yet-checkpointed tail can hold a match. The tail is looked
+        // at first: a checkpoint in between moves entries from the tail into the store, where the
+        // later store lookup still sees them. Looking at the store first could miss them in both.
+        let tail_start = {
+            let s = p.state.lock();
+            s.tail.first().map_or(s.next_offset, |e| e.base_offset)
+        };
+        let from_store = self.inner.indexed_time(p.stream, ts_ms)?;
         let (mut at, hw) = {
             let s = p.state.lock();
-            let start = from_store
-                .or_else(|| s.tail.first().map(|e| e.base_offset))
-                .unwrap_or(s.next_offset);
+            let start = from_store.unwrap_or(tail_start);
             (start.max(s.log_start), s.next_offset)
         };
         while at < hw {
@@ -714,39 +774,36 @@ impl Log {
     /// Stops accepting work, writes what is queued, takes a final checkpoint and joins the
     /// log's threads. Other clones of this `Log` fail with [`LogError::Closed`] afterwards.
     pub fn close(&self) -> Result<()> {
-        {
-            let mut q = self.inner.queue.lock();
-            q.closed = true;
-        }
-        self.inner.queue_cv.notify_all();
-        self.inner.shutdown.store(true, Ordering::SeqCst);
-        {
-            let (lock, cv) = &self.inner.ckpt_signal;
-            *lock.lock() = true;
-            cv.notify_all();
-        }
-        let threads: Vec<_> = self.threads.lock().drain(..).collect();
-        for t in threads {
-            let _ = t.join();
-        }
-        if self.inner.poisoned.lock().is_none() {
-            self.inner.checkpoint()?;
-        }
-        Ok(())
+        shutdown(&self.inner, &self.threads.handles)
     }
 }
 
-fn collect_until(entries: &[IndexEntry], max_bytes: usize) -> Vec<IndexEntry> {
+/// Entries from the front of `entries` while their frames fit in `max_bytes`. With
+/// `first_anyway` the first entry is taken even if it alone is larger, so that readers progress.
+fn collect_until(entries: &[IndexEntry], max_bytes: usize, first_anyway: bool) -> Vec<IndexEntry> {
     let mut used = 0usize;
     let mut out = Vec::new();
     for e in entries {
-        if !out.is_empty() && used + e.frame_len as usize > max_bytes {
+        let free = first_anyway && out.is_empty();
+        if !free && used + e.frame_len as usize > max_bytes {
             break;
         }
         used += e.frame_len as usize;
         out.push(*e);
     }
     out
+}
+
+/// A partition's largest timestamp once a batch whose largest is `batch_max` is added. The 0 an
+/// empty partition reports is a placeholder, not a timestamp: the first batch replaces it even if
+/// its records predate 1970, as the checkpoint's own running maximum does, so that the value is
+/// the same before and after reopening.
+fn raise_max_ts(current: i64, total_bytes: u64, batch_max: i64) -> i64 {
+    if total_bytes == 0 {
+        batch_max
+    } else {
+        current.max(batch_max)
+    }
 }
 
 fn validate_config(config: &TopicConfig) -> Result<()> {
@@ -789,6 +846,12 @@ enum Completion {
     Topic(Done<TopicInfo>, Result<TopicInfo>),
     Unit(Done<()>, Result<()>),
     Offset(Done<u64>, Result<u64>),
+    LogStart {
+        part: Arc<Partition>,
+        offset: u64,
+        start_bytes: u64,
+        done: Done<u64>,
+    },
 }
 
 impl Completion {
@@ -798,7 +861,7 @@ impl Completion {
             Completion::Appended { done, .. } | Completion::Append(done, _) => done(Err(err())),
             Completion::Topic(done, _) => done(Err(err())),
             Completion::Unit(done, _) => done(Err(err())),
-            Completion::Offset(done, _) => done(Err(err())),
+            Completion::Offset(done, _) | Completion::LogStart { done, .. } => done(Err(err())),
         }
     }
 }
@@ -847,6 +910,13 @@ impl Inner {
                     unsynced = false;
                     last_sync = Instant::now();
                     self.synced.store(writer.position(), Ordering::SeqCst);
+                    // With `FsyncPolicy::Interval` most groups end unsynced and cannot roll, so
+                    // this idle sync is the writer's chance to close a full segment; without it
+                    // segments grow far past `segment_bytes` under steady light load.
+                    if let Err(e) = writer.maybe_roll(&self.segments) {
+                        self.poison(&e.to_string());
+                        return;
+                    }
                 }
                 if closed {
                     return;
@@ -895,8 +965,7 @@ impl Inner {
             } else if !buf.is_empty() {
                 unsynced = true;
             }
-            self.publish(completions, writer.segment_start());
-            self.visible.store(writer.position(), Ordering::SeqCst);
+            self.publish(completions, writer.segment_start(), writer.position());
             if !unsynced {
                 match writer.maybe_roll(&self.segments) {
                     Ok(_) => {}
@@ -921,7 +990,13 @@ impl Inner {
             "journal write failed; the log refuses further writes"
         );
         *self.poisoned.lock() = Some(reason.to_owned());
-        let ops = std::mem::take(&mut self.queue.lock().ops);
+        // Closing the queue in the same critical section that empties it: an operation enqueued
+        // after the writer thread returns would otherwise wait forever for its completion.
+        let ops = {
+            let mut q = self.queue.lock();
+            q.closed = true;
+            std::mem::take(&mut q.ops)
+        };
         for op in ops {
             op.fail(LogError::Poisoned(reason.to_owned()));
         }
@@ -1094,9 +1169,12 @@ impl Inner {
                         }
                     }
                 };
+                // The high watermark is what readers see, not `pending_next`: batches staged in
+                // this same group are not acknowledged yet, and neither the tail nor the store
+                // can say where they start, so their bytes could not be accounted.
                 let (hw, current) = {
                     let s = part.state.lock();
-                    (s.pending_next, s.log_start)
+                    (s.next_offset, s.log_start)
                 };
                 if offset > hw {
                     return Completion::Offset(
@@ -1118,29 +1196,35 @@ impl Inner {
                     Err(e) => return Completion::Offset(done, Err(e)),
                 };
                 frame::encode(buf, Kind::LogStart, 0, part.stream, offset, &[]);
-                {
-                    let mut s = part.state.lock();
-                    s.log_start = offset;
-                    s.start_bytes = start_bytes;
+                // Applied in `publish`, once the frame is durable: applied here, a checkpoint or
+                // a reclamation could act on a log start whose frame a crash then loses.
+                Completion::LogStart {
+                    part,
+                    offset,
+                    start_bytes,
+                    done,
                 }
-                self.dirty_streams.lock().insert(part.stream);
-                Completion::Offset(done, Ok(offset))
             }
             Op::Sync { done } => Completion::Unit(done, Ok(())),
         }
     }
 
-    /// Cumulative bytes of the partition before the batch holding `offset`.
+    /// Cumulative bytes of the partition before the batch holding `offset`, which must be at or
+    /// below the high watermark.
     fn bytes_before(&self, part: &Partition, offset: u64) -> Result<u64> {
         let from_tail = {
             let s = part.state.lock();
-            if offset >= s.pending_next {
-                return Ok(s.pending_total);
+            if offset >= s.next_offset {
+                return Ok(s.total_bytes);
             }
-            s.tail
-                .iter()
-                .find(|e| e.end_offset() > offset)
-                .map(|e| e.cum_bytes - u64::from(e.frame_len))
+            // The tail answers only if it holds the batch: entries before it are in the store,
+            // and "the first tail entry ending past `offset`" is then a later batch.
+            if s.tail.first().is_some_and(|e| e.base_offset <= offset) {
+                let i = s.tail.partition_point(|e| e.end_offset() <= offset);
+                s.tail.get(i).map(|e| e.cum_bytes - u64::from(e.frame_len))
+            } else {
+                None
+            }
         };
         if let Some(b) = from_tail {
             return Ok(b);
@@ -1152,30 +1236,55 @@ impl Inner {
             .unwrap_or(0))
     }
 
-    fn publish(&self, completions: Vec<Completion>, segment: u64) {
+    /// Applies a written group to the in-memory state, marks it visible up to `end` and only
+    /// then runs the completions: whoever is told an operation is done may take a checkpoint
+    /// right away, and that checkpoint must include the operation.
+    fn publish(&self, completions: Vec<Completion>, segment: u64, end: u64) {
         let mut touched: Vec<u64> = Vec::new();
         {
             let mut stats = self.seg_stats.lock();
             for c in &completions {
-                if let Completion::Appended { part, entry, .. } = c {
-                    {
-                        let mut s = part.state.lock();
-                        s.tail.push(*entry);
-                        s.next_offset = s.next_offset.max(entry.end_offset());
-                        s.total_bytes = s.total_bytes.max(entry.cum_bytes);
-                        s.max_ts = s.max_ts.max(entry.max_ts);
+                match c {
+                    Completion::Appended { part, entry, .. } => {
+                        {
+                            let mut s = part.state.lock();
+                            s.tail.push(*entry);
+                            s.next_offset = s.next_offset.max(entry.end_offset());
+                            s.max_ts = raise_max_ts(s.max_ts, s.total_bytes, entry.max_ts);
+                            s.total_bytes = s.total_bytes.max(entry.cum_bytes);
+                        }
+                        touched.push(part.stream);
+                        let seg = stats.entry(segment).or_default();
+                        let end = seg.entry(part.stream).or_default();
+                        *end = (*end).max(entry.end_offset());
                     }
-                    touched.push(part.stream);
-                    let seg = stats.entry(segment).or_default();
-                    let end = seg.entry(part.stream).or_default();
-                    *end = (*end).max(entry.end_offset());
+                    Completion::LogStart {
+                        part,
+                        offset,
+                        start_bytes,
+                        ..
+                    } => {
+                        let mut s = part.state.lock();
+                        if *offset > s.log_start {
+                            s.log_start = *offset;
+                            s.start_bytes = *start_bytes;
+                            touched.push(part.stream);
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
         if !touched.is_empty() {
-            self.dirty_segs.lock().insert(segment);
+            if completions
+                .iter()
+                .any(|c| matches!(c, Completion::Appended { .. }))
+            {
+                self.dirty_segs.lock().insert(segment);
+            }
             self.dirty_streams.lock().extend(touched);
         }
+        self.visible.store(end, Ordering::SeqCst);
         for c in completions {
             match c {
                 Completion::Appended { entry, done, .. } => done(Ok(AppendOutcome::Appended {
@@ -1187,6 +1296,7 @@ impl Inner {
                 Completion::Topic(done, r) => done(r),
                 Completion::Unit(done, r) => done(r),
                 Completion::Offset(done, r) => done(r),
+                Completion::LogStart { part, done, .. } => done(Ok(part.state.lock().log_start)),
             }
         }
     }
@@ -1217,25 +1327,25 @@ impl Inner {
         Ok(out)
     }
 
-    /// The first checkpointed batch whose timestamp raised the partition's running maximum to
-    /// at least `ts`.
-    fn indexed_time(&self, stream: u64, ts: i64) -> Result<Option<IndexEntry>> {
+    /// The base offset of the first checkpointed batch whose timestamp raised the partition's
+    /// running maximum to at least `ts`.
+    ///
+    /// Only the time row is consulted, not the batch row it names: reclamation deletes batch rows
+    /// before the log start but keeps the last such time row on purpose, and requiring the batch
+    /// row made every lookup answered by that row report "no checkpointed match", so callers
+    /// skipped all checkpointed data. Callers clamp the answer to the log start.
+    fn indexed_time(&self, stream: u64, ts: i64) -> Result<Option<u64>> {
         let rtx = self.db.begin_read()?;
         let times = rtx.open_table(TIMES)?;
         let Some(row) = times.range((stream, ts)..=(stream, i64::MAX))?.next() else {
             return Ok(None);
         };
-        let base = row?.1.value();
-        let batches = rtx.open_table(BATCHES)?;
-        let Some(v) = batches.get((stream, base))? else {
-            return Ok(None);
-        };
-        Ok(Some(IndexEntry::decode_value(base, v.value())?))
+        Ok(Some(row?.1.value()))
     }
 
     /// Reads the frames behind index entries, verifying each checksum, and returns the batch
     /// bytes. Entries adjacent in the journal are read with one call.
-    fn read_entries(&self, entries: &[IndexEntry]) -> Result<Vec<Bytes>> {
+    fn read_entries(&self, stream: u64, entries: &[IndexEntry]) -> Result<Vec<Bytes>> {
         let mut out = Vec::with_capacity(entries.len());
         let mut i = 0;
         while let Some(first) = entries.get(i) {
@@ -1258,8 +1368,12 @@ impl Inner {
             for e in entries.get(i..j).unwrap_or_default() {
                 let slice = data.get(at..at + e.frame_len as usize).unwrap_or_default();
                 let header = match frame::decode(slice) {
+                    // The frame must be the one the index names, not merely an intact one.
                     frame::Decoded::Frame(h)
-                        if h.kind == Kind::Batch && h.value == e.base_offset =>
+                        if h.kind == Kind::Batch
+                            && h.stream == stream
+                            && h.value == e.base_offset
+                            && h.frame_len() == e.frame_len as usize =>
                     {
                         h
                     }
@@ -1322,8 +1436,7 @@ impl Inner {
     /// Moves index entries for everything durable into the checkpoint store, so that recovery
     /// only rescans the journal written after it.
     fn checkpoint(&self) -> Result<()> {
-        static LOCK: Mutex<()> = Mutex::new(());
-        let _one_at_a_time = LOCK.lock();
+        let _one_at_a_time = self.ckpt_lock.lock();
         let pos = self
             .synced
             .load(Ordering::SeqCst)
@@ -1522,14 +1635,16 @@ impl Inner {
     }
 
     fn first_batch_at_or_after(&self, part: &Partition, ts: i64) -> Result<Option<u64>> {
-        if let Some(e) = self.indexed_time(part.stream, ts)? {
-            return Ok(Some(e.base_offset));
-        }
-        let s = part.state.lock();
-        Ok(s.tail
-            .iter()
-            .find(|e| e.max_ts >= ts)
-            .map(|e| e.base_offset))
+        // The tail before the store, as in `offset_for_timestamp`: a checkpoint in between would
+        // otherwise hide the entries it moves, and retention would then drop everything.
+        let from_tail = {
+            let s = part.state.lock();
+            s.tail
+                .iter()
+                .find(|e| e.max_ts >= ts)
+                .map(|e| e.base_offset)
+        };
+        Ok(self.indexed_time(part.stream, ts)?.or(from_tail))
     }
 
     /// Deletes journal segments that hold no live batch any more.
@@ -1776,9 +1891,9 @@ impl Inner {
                     s.tail.push(entry);
                     s.next_offset = entry.end_offset();
                     s.pending_next = s.next_offset;
+                    s.max_ts = raise_max_ts(s.max_ts, s.total_bytes, bh.max_timestamp);
                     s.total_bytes = cum;
                     s.pending_total = cum;
-                    s.max_ts = s.max_ts.max(bh.max_timestamp);
                     let seg = &mut *self.seg_stats.lock();
                     let end = seg
                         .entry(segment)
@@ -1910,10 +2025,4 @@ fn install_topic(
     }
     cat.topics.insert(rec.name.clone(), Arc::clone(&topic));
     topic
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.shutdown.store(true, Ordering::SeqCst);
-    }
 }

@@ -51,7 +51,7 @@ fn round_trip_across_topics_and_partitions() {
         expected.extend(at_offsets(base, &records));
     }
     assert_model(&log, &model);
-    assert_eq!(log.partition_stats("a", 1).unwrap().high_watermark, 18);
+    assert_eq!(log.partition_stats("a", 1).unwrap().high_watermark, 24);
     assert!(log.segment_count() > 1, "small segments roll");
     log.close().unwrap();
 }
@@ -329,7 +329,9 @@ fn concurrent_appends_are_acknowledged_once_with_unique_contiguous_offsets() {
         })
         .collect();
 
-    let mut by_part: BTreeMap<u32, Vec<(u64, u64, Vec<Record>, usize, usize)>> = BTreeMap::new();
+    // Partition → (base, last, records, thread, index) of every acknowledged append.
+    type Acked = (u64, u64, Vec<Record>, usize, usize);
+    let mut by_part: BTreeMap<u32, Vec<Acked>> = BTreeMap::new();
     for h in handles {
         let (calls, results) = h.join().unwrap();
         for (t, i, p, records, r) in results {
@@ -379,6 +381,7 @@ fn concurrent_appends_are_acknowledged_once_with_unique_contiguous_offsets() {
     assert_eq!(total, THREADS * APPENDS);
     assert_model(&log, &model);
     log.close().unwrap();
+    drop(log);
     let log = Log::open(opts(dir.path())).unwrap();
     assert_model(&log, &model);
     log.close().unwrap();
@@ -504,5 +507,23 @@ fn max_timestamp_and_size_are_tracked() {
     let st = log.partition_stats("t", 0).unwrap();
     assert_eq!(st.max_timestamp, 90);
     assert_eq!(st.size_bytes, framed_size(&log, "t", 0));
+    // Timestamps before the epoch: the maximum is the records', live and after reopening.
+    log.create_topic("old", 2, TopicConfig::new()).unwrap();
+    append(&log, "old", 0, &ts_records("a", &[-50, -9]));
+    log.checkpoint().unwrap();
+    append(&log, "old", 0, &ts_records("b", &[-20]));
+    append(&log, "old", 1, &ts_records("c", &[-30]));
+    let live: Vec<i64> = (0..2)
+        .map(|p| log.partition_stats("old", p).unwrap().max_timestamp)
+        .collect();
+    assert_eq!(live, vec![-9, -30]);
+    log.close().unwrap();
+    drop(log);
+    let log = Log::open(opts(dir.path())).unwrap();
+    let reopened: Vec<i64> = (0..2)
+        .map(|p| log.partition_stats("old", p).unwrap().max_timestamp)
+        .collect();
+    assert_eq!(reopened, live);
+    assert_eq!(log.partition_stats("t", 0).unwrap().max_timestamp, 90);
     log.close().unwrap();
 }
