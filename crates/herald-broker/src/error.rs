@@ -20,6 +20,15 @@ pub enum BrokerError {
     },
     #[error("{0}")]
     TooLarge(String),
+    /// An idempotent producer's batch does not follow its last sequence number.
+    #[error("{0}")]
+    OutOfOrderSequence(String),
+    /// An idempotent producer was fenced by a newer epoch.
+    #[error("{0}")]
+    InvalidProducerEpoch(String),
+    /// An idempotent producer the partition has no state for sent a batch not starting at 0.
+    #[error("{0}")]
+    UnknownProducerId(String),
     /// Temporarily unable to serve: overloaded or shutting down. Retrying later may succeed.
     #[error("{0}")]
     Unavailable(String),

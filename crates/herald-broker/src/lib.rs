@@ -45,6 +45,8 @@ pub struct BrokerConfig {
     pub strict_envelopes: bool,
     /// Most distinct tenants given their own label in per-tenant metrics; the rest share `_other`.
     pub max_tenant_labels: usize,
+    /// `retention.ms` of topics that set none; -1 keeps records forever.
+    pub default_retention_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -55,6 +57,7 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             strict_envelopes: false,
             max_tenant_labels: 1000,
+            default_retention_ms: 604_800_000,
         }
     }
 }
@@ -257,6 +260,10 @@ impl Broker {
         })
     }
 
+    pub fn config(&self) -> &BrokerConfig {
+        &self.cfg
+    }
+
     pub fn grammar(&self) -> &TopicGrammar {
         &self.grammar
     }
@@ -387,6 +394,11 @@ impl Broker {
                     self.notifier.notify(topic, partition);
                     pending.clear();
                 }
+                AppendOutcome::DuplicateBatch { .. } => {
+                    return Err(BrokerError::Internal(
+                        "unexpected producer duplicate for an envelope batch".into(),
+                    ));
+                }
                 AppendOutcome::Duplicate { hits } => {
                     let mut still = Vec::new();
                     for (i, hit) in pending.iter().zip(hits) {
@@ -474,9 +486,9 @@ impl Broker {
                 self.notifier.notify(topic, partition);
                 Ok((0..n).map(|i| (partition, base_offset + i)).collect())
             }
-            AppendOutcome::Duplicate { .. } => Err(BrokerError::Internal(
-                "unexpected duplicate without keys".into(),
-            )),
+            AppendOutcome::Duplicate { .. } | AppendOutcome::DuplicateBatch { .. } => Err(
+                BrokerError::Internal("unexpected duplicate without keys".into()),
+            ),
         }
     }
 
@@ -535,7 +547,7 @@ impl Broker {
                 }
             }
         }
-        match append(&self.log, topic, partition, batch, Vec::new()).await? {
+        let base_offset = match append(&self.log, topic, partition, batch, Vec::new()).await? {
             AppendOutcome::Appended { base_offset, .. } => {
                 self.notifier.notify(topic, partition);
                 let tenant = self
@@ -550,20 +562,25 @@ impl Broker {
                 metrics::counter!("events_published_total", "tenant" => tenant, "service" => service).increment(count);
                 metrics::histogram!("event_publish_duration_seconds", "interface" => "kafka")
                     .record(started.elapsed().as_secs_f64());
-                let log_start = self
-                    .log
-                    .partition_stats(topic, partition)
-                    .map(|s| s.log_start)
-                    .unwrap_or(0);
-                Ok(ProducedBatch {
-                    base_offset,
-                    log_start,
-                })
+                base_offset
             }
-            AppendOutcome::Duplicate { .. } => Err(BrokerError::Internal(
-                "unexpected duplicate without keys".into(),
-            )),
-        }
+            // A producer's retry of a batch already stored: acknowledge it where it landed.
+            AppendOutcome::DuplicateBatch { base_offset, .. } => base_offset,
+            AppendOutcome::Duplicate { .. } => {
+                return Err(BrokerError::Internal(
+                    "unexpected duplicate without keys".into(),
+                ));
+            }
+        };
+        let log_start = self
+            .log
+            .partition_stats(topic, partition)
+            .map(|s| s.log_start)
+            .unwrap_or(0);
+        Ok(ProducedBatch {
+            base_offset,
+            log_start,
+        })
     }
 
     /// Whole stored batches from `offset` (Kafka fetch); blocking disk reads run off the async
@@ -781,11 +798,11 @@ impl Broker {
             ),
             _ => (None, None, None),
         };
-        let mut config: BTreeMap<String, String> = TOPIC_CONFIGS
-            .iter()
-            .map(|k| (k.name.to_owned(), k.default.to_owned()))
-            .collect();
-        config.extend(info.config);
+        let config: BTreeMap<String, String> =
+            config_entries(&info.config, self.cfg.default_retention_ms)
+                .into_iter()
+                .map(|e| (e.name, e.value))
+                .collect();
         Ok(TopicDescription {
             name: info.name,
             tenant,
@@ -928,14 +945,23 @@ fn validate_topic_config(config: &BTreeMap<String, String>) -> Result<(), Broker
 }
 
 /// The effective configuration of a topic: every key Herald reports, set or default.
-pub fn config_entries(set: &BTreeMap<String, String>) -> Vec<ConfigEntry> {
+/// `default_retention_ms` is the server's default for topics without their own.
+pub fn config_entries(
+    set: &BTreeMap<String, String>,
+    default_retention_ms: i64,
+) -> Vec<ConfigEntry> {
     TOPIC_CONFIGS
         .iter()
         .map(|k| {
             let value = set.get(k.name);
+            let default = if k.name == "retention.ms" {
+                default_retention_ms.to_string()
+            } else {
+                k.default.to_owned()
+            };
             ConfigEntry {
                 name: k.name.to_owned(),
-                value: value.cloned().unwrap_or_else(|| k.default.to_owned()),
+                value: value.cloned().unwrap_or(default),
                 is_set: value.is_some(),
                 read_only: !k.settable,
             }
@@ -963,6 +989,11 @@ impl From<LogError> for BrokerError {
                 high_watermark,
             },
             LogError::BatchTooLarge { .. } => BrokerError::TooLarge(e.to_string()),
+            LogError::OutOfOrderSequence { .. } => BrokerError::OutOfOrderSequence(e.to_string()),
+            LogError::InvalidProducerEpoch { .. } => {
+                BrokerError::InvalidProducerEpoch(e.to_string())
+            }
+            LogError::UnknownProducerId(_) => BrokerError::UnknownProducerId(e.to_string()),
             LogError::Overloaded { .. } | LogError::Closed => {
                 BrokerError::Unavailable(e.to_string())
             }

@@ -77,6 +77,11 @@ impl From<BrokerError> for ApiError {
             BrokerError::TooLarge(_) => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", msg)
             }
+            BrokerError::OutOfOrderSequence(_)
+            | BrokerError::InvalidProducerEpoch(_)
+            | BrokerError::UnknownProducerId(_) => {
+                ApiError::new(StatusCode::CONFLICT, "producer_sequence", msg)
+            }
             BrokerError::Unavailable(_) => {
                 let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg);
                 e.retry_after = Some(1);

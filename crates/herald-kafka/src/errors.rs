@@ -16,6 +16,9 @@ pub const INVALID_PARTITIONS: i16 = 37;
 pub const INVALID_REPLICATION_FACTOR: i16 = 38;
 pub const INVALID_REQUEST: i16 = 42;
 pub const INVALID_CONFIG: i16 = 40;
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+pub const UNKNOWN_PRODUCER_ID: i16 = 59;
 pub const KAFKA_STORAGE_ERROR: i16 = 56;
 pub const INVALID_RECORD: i16 = 87;
 
@@ -30,6 +33,9 @@ pub fn code(e: &BrokerError) -> i16 {
         BrokerError::Conflict(_) => TOPIC_ALREADY_EXISTS,
         BrokerError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
         BrokerError::TooLarge(_) => MESSAGE_TOO_LARGE,
+        BrokerError::OutOfOrderSequence(_) => OUT_OF_ORDER_SEQUENCE_NUMBER,
+        BrokerError::InvalidProducerEpoch(_) => INVALID_PRODUCER_EPOCH,
+        BrokerError::UnknownProducerId(_) => UNKNOWN_PRODUCER_ID,
         BrokerError::Unavailable(_) => REQUEST_TIMED_OUT,
         BrokerError::Internal(_) => KAFKA_STORAGE_ERROR,
     }

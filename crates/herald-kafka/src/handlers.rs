@@ -706,17 +706,19 @@ async fn create_topics(conn: &Connection, req: CreateTopicsRequest) -> CreateTop
         match broker.create_topic(&name, partitions, config).await {
             Ok(d) => {
                 let info = broker.log().topic(&name);
-                let configs =
-                    config_entries(&info.as_ref().map(|i| i.config.clone()).unwrap_or_default())
-                        .into_iter()
-                        .map(|e| {
-                            CreatableTopicConfigs::default()
-                                .with_name(s(e.name))
-                                .with_value(Some(s(e.value)))
-                                .with_read_only(e.read_only)
-                                .with_config_source(if e.is_set { 1 } else { 5 })
-                        })
-                        .collect();
+                let configs = config_entries(
+                    &info.as_ref().map(|i| i.config.clone()).unwrap_or_default(),
+                    broker.config().default_retention_ms,
+                )
+                .into_iter()
+                .map(|e| {
+                    CreatableTopicConfigs::default()
+                        .with_name(s(e.name))
+                        .with_value(Some(s(e.value)))
+                        .with_read_only(e.read_only)
+                        .with_config_source(if e.is_set { 1 } else { 5 })
+                })
+                .collect();
                 results.push(
                     result
                         .with_topic_id(
@@ -834,7 +836,7 @@ fn describe_configs(conn: &Connection, req: DescribeConfigsRequest) -> DescribeC
                     );
                     continue;
                 }
-                Some(info) => config_entries(&info.config)
+                Some(info) => config_entries(&info.config, broker.config().default_retention_ms)
                     .into_iter()
                     .filter(|e| wanted(&e.name))
                     .map(|e| {
@@ -888,7 +890,10 @@ fn broker_configs(conn: &Connection) -> Vec<(String, String)> {
         ("broker.id".into(), conn.ctx.cfg.node_id.to_string()),
         ("auto.create.topics.enable".into(), "true".into()),
         ("default.replication.factor".into(), "1".into()),
-        ("log.retention.ms".into(), "604800000".into()),
+        (
+            "log.retention.ms".into(),
+            conn.ctx.broker.config().default_retention_ms.to_string(),
+        ),
         ("message.max.bytes".into(), "1048588".into()),
         (
             "socket.request.max.bytes".into(),

@@ -144,6 +144,17 @@ pub struct Record {
 /// Encodes records into one uncompressed RecordBatch v2 with base offset 0 (the log assigns the
 /// real one on append). `offset` of each record is ignored; records get consecutive deltas.
 pub fn build(records: &[Record]) -> Result<Vec<u8>> {
+    build_for_producer(records, -1, -1, -1)
+}
+
+/// Like [`build`], for an idempotent producer: the batch carries the producer id, epoch and the
+/// sequence number of its first record (`-1`s for none).
+pub fn build_for_producer(
+    records: &[Record],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Result<Vec<u8>> {
     if records.is_empty() {
         return Err(LogError::InvalidBatch(
             "a batch needs at least one record".into(),
@@ -157,14 +168,14 @@ pub fn build(records: &[Record]) -> Result<Vec<u8>> {
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            // The encoder starts a new batch whenever `offset - sequence` changes, so a constant
-            // `sequence: -1` would split n records into n batches. `offset - 1` keeps them in one
-            // batch and still encodes the base sequence as -1 (no idempotent producer).
-            sequence: i as i32 - 1,
+            // The encoder starts a new batch whenever `offset - sequence` changes, so sequences
+            // advance with offsets; from `-1` this still encodes a base sequence of -1 (no
+            // idempotent producer).
+            sequence: base_sequence.wrapping_add(i as i32),
             timestamp: r.timestamp_ms,
             key: r.key.clone(),
             value: r.value.clone(),

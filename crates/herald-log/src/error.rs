@@ -42,6 +42,14 @@ pub enum LogError {
         "the log stopped accepting writes after an I/O failure ({0}); restart Herald once the disk is healthy"
     )]
     Poisoned(String),
+    #[error("out of order sequence number: expected {expected}, got {got}")]
+    OutOfOrderSequence { expected: i32, got: i32 },
+    #[error("producer epoch {got} is older than the current epoch {current}")]
+    InvalidProducerEpoch { current: i16, got: i16 },
+    #[error(
+        "producer id {0} is unknown to this partition and the batch does not start at sequence 0"
+    )]
+    UnknownProducerId(i64),
     #[error("the log is shut down")]
     Closed,
     #[error(

@@ -23,6 +23,7 @@ mod error;
 pub mod frame;
 mod journal;
 mod log;
+mod producer;
 mod store;
 
 pub use batch::Record;

@@ -15,6 +15,7 @@ use crate::batch::{self, BatchHeader};
 use crate::error::{LogError, Result};
 use crate::frame::{self, IdemKey, Kind};
 use crate::journal::{self, Segments, Writer};
+use crate::producer::{Producers, Verdict};
 use crate::store::{
     self, BATCHES, IDEM, IdemRecord, IndexEntry, META, META_CHECKPOINT, META_NEXT_STREAM, PARTS,
     PartRecord, SEGS, TIMES, TOPICS, TopicRecord,
@@ -50,6 +51,8 @@ pub struct LogOptions {
     pub idempotency_max_keys: usize,
     /// How often retention and segment reclamation run.
     pub retention_check_interval: Duration,
+    /// `retention.ms` of topics that do not set their own; `None` keeps records forever.
+    pub default_retention_ms: Option<i64>,
 }
 
 impl LogOptions {
@@ -65,6 +68,7 @@ impl LogOptions {
             idempotency_window: Duration::from_secs(600),
             idempotency_max_keys: 1_000_000,
             retention_check_interval: Duration::from_secs(60),
+            default_retention_ms: None,
         }
     }
 }
@@ -108,6 +112,9 @@ pub enum AppendOutcome {
     /// At least one idempotency key was seen before; nothing was written. One entry per key,
     /// `None` where that key is new.
     Duplicate { hits: Vec<Option<IdemHit>> },
+    /// An idempotent producer resent a batch already stored at `base_offset`; nothing was
+    /// written.
+    DuplicateBatch { base_offset: u64, last_offset: u64 },
 }
 
 /// Batches read from one partition, as stored (Kafka RecordBatch v2 bytes).
@@ -131,6 +138,8 @@ struct PartState {
     max_ts: i64,
     /// Batches published since the last checkpoint, ascending.
     tail: Vec<IndexEntry>,
+    /// Idempotent producers seen on this partition (empty, and allocation-free, for most).
+    producers: Producers,
 }
 
 struct Partition {
@@ -284,6 +293,9 @@ struct Inner {
     ckpt_signal: (Mutex<bool>, Condvar),
     /// Checkpoints of one log run one at a time. (A process-wide lock would make independent
     /// logs in one process wait for each other.)
+    /// Write-held by the writer from staging to publishing a group with catalog changes;
+    /// read-held by checkpoints.
+    catalog_commit: RwLock<()>,
     ckpt_lock: Mutex<()>,
 }
 
@@ -378,6 +390,7 @@ impl Log {
             shutdown: AtomicBool::new(false),
             ckpt_signal: (Mutex::new(false), Condvar::new()),
             ckpt_lock: Mutex::new(()),
+            catalog_commit: RwLock::new(()),
             opts,
         });
         let writer = inner.recover()?;
@@ -817,8 +830,13 @@ fn validate_config(config: &TopicConfig) -> Result<()> {
     Ok(())
 }
 
-fn retention_ms(config: &TopicConfig) -> Option<i64> {
-    let v: i64 = config.get("retention.ms")?.parse().ok()?;
+/// The retention of a topic: its own `retention.ms`, else the log's default; `None` keeps
+/// records forever (-1).
+fn retention_ms(config: &TopicConfig, default: Option<i64>) -> Option<i64> {
+    let v: i64 = match config.get("retention.ms") {
+        Some(v) => v.parse().ok()?,
+        None => default?,
+    };
     (v >= 0).then_some(v)
 }
 
@@ -927,6 +945,16 @@ impl Inner {
             let start_pos = writer.position();
             let mut completions = Vec::with_capacity(ops.len());
             let mut need_sync = matches!(self.opts.fsync, FsyncPolicy::Always);
+            // Catalog changes take effect in memory when staged; a checkpoint must never
+            // capture one whose frame is not yet written and published, so such a group holds
+            // off checkpoints until it is published.
+            let catalog_group = ops.iter().any(|op| {
+                matches!(
+                    op,
+                    Op::Create { .. } | Op::Delete { .. } | Op::Config { .. }
+                )
+            });
+            let commit_guard = catalog_group.then(|| self.catalog_commit.write());
             for op in ops {
                 if matches!(op, Op::Sync { .. }) {
                     need_sync = true;
@@ -966,6 +994,7 @@ impl Inner {
                 unsynced = true;
             }
             self.publish(completions, writer.segment_start(), writer.position());
+            drop(commit_guard);
             if !unsynced {
                 match writer.maybe_roll(&self.segments) {
                     Ok(_) => {}
@@ -1049,10 +1078,51 @@ impl Inner {
                     }
                 }
                 let count = u64::from(header.last_offset_delta.unsigned_abs()) + 1;
+                let idempotent = header.producer_id >= 0 && header.base_sequence >= 0;
+                let records = u32::try_from(header.record_count).unwrap_or(0);
                 let (base, cum) = {
                     let mut s = part.state.lock();
+                    if idempotent {
+                        let verdict = s.producers.check(
+                            header.producer_id,
+                            header.producer_epoch,
+                            header.base_sequence,
+                            records,
+                        );
+                        let refused = match verdict {
+                            Verdict::Accept => None,
+                            Verdict::Duplicate { base_offset } => {
+                                Some(Ok(AppendOutcome::DuplicateBatch {
+                                    base_offset,
+                                    last_offset: base_offset + count - 1,
+                                }))
+                            }
+                            Verdict::OutOfOrder { expected, got } => {
+                                Some(Err(LogError::OutOfOrderSequence { expected, got }))
+                            }
+                            Verdict::StaleEpoch { current, got } => {
+                                Some(Err(LogError::InvalidProducerEpoch { current, got }))
+                            }
+                            Verdict::UnknownProducer => {
+                                Some(Err(LogError::UnknownProducerId(header.producer_id)))
+                            }
+                        };
+                        if let Some(r) = refused {
+                            return Completion::Append(done, r);
+                        }
+                    }
                     let base = s.pending_next;
                     s.pending_next += count;
+                    if idempotent {
+                        s.producers.record(
+                            header.producer_id,
+                            header.producer_epoch,
+                            header.base_sequence,
+                            records,
+                            base,
+                            now,
+                        );
+                    }
                     (base, s.pending_total)
                 };
                 batch::set_base_offset(&mut batch, base);
@@ -1437,6 +1507,8 @@ impl Inner {
     /// only rescans the journal written after it.
     fn checkpoint(&self) -> Result<()> {
         let _one_at_a_time = self.ckpt_lock.lock();
+        // Held for the whole checkpoint: the catalog snapshot then matches `pos` exactly.
+        let _catalog = self.catalog_commit.read();
         let pos = self
             .synced
             .load(Ordering::SeqCst)
@@ -1478,12 +1550,21 @@ impl Inner {
                     Some(v) => store::from_json::<PartRecord>("partition", v.value())?,
                     None => PartRecord::default(),
                 };
-                let (entries, log_start, start_bytes, more) = {
+                let (entries, log_start, start_bytes, more, producers) = {
                     let s = part.state.lock();
                     let n = s.tail.partition_point(|e| e.position < pos);
                     let entries: Vec<IndexEntry> = s.tail.get(..n).unwrap_or_default().to_vec();
-                    (entries, s.log_start, s.start_bytes, n < s.tail.len())
+                    // Producer state may already include batches past `pos`; replaying them
+                    // later is a no-op for it.
+                    (
+                        entries,
+                        s.log_start,
+                        s.start_bytes,
+                        n < s.tail.len(),
+                        s.producers.snapshot(),
+                    )
                 };
+                rec.producers = producers;
                 for e in &entries {
                     batches.insert((*stream, e.base_offset), &e.encode_value()[..])?;
                     // The time index holds only batches that raise the running maximum, so a
@@ -1588,7 +1669,7 @@ impl Inner {
             cat.topics
                 .values()
                 .filter_map(|t| {
-                    let r = retention_ms(&t.config.read())?;
+                    let r = retention_ms(&t.config.read(), self.opts.default_retention_ms)?;
                     Some((t.name.clone(), t.partitions.clone(), r))
                 })
                 .collect()
@@ -1751,7 +1832,7 @@ impl Inner {
             store::load_all(&self.db, TOPICS, |_, v| {
                 let rec: TopicRecord = store::from_json("topic", v)?;
                 install_topic(&mut cat, &rec, |s| {
-                    parts.get(&s).copied().unwrap_or_default()
+                    parts.get(&s).cloned().unwrap_or_default()
                 });
                 Ok(())
             })?;
@@ -1891,6 +1972,17 @@ impl Inner {
                     s.tail.push(entry);
                     s.next_offset = entry.end_offset();
                     s.pending_next = s.next_offset;
+                    if bh.producer_id >= 0 && bh.base_sequence >= 0 {
+                        let records = u32::try_from(bh.record_count).unwrap_or(0);
+                        s.producers.record(
+                            bh.producer_id,
+                            bh.producer_epoch,
+                            bh.base_sequence,
+                            records,
+                            header.value,
+                            now_ms(),
+                        );
+                    }
                     s.max_ts = raise_max_ts(s.max_ts, s.total_bytes, bh.max_timestamp);
                     s.total_bytes = cum;
                     s.pending_total = cum;
@@ -2009,6 +2101,7 @@ fn install_topic(
                     start_bytes: r.start_bytes,
                     max_ts: r.max_ts,
                     tail: Vec::new(),
+                    producers: Producers::from_snapshot(r.producers),
                 }),
             })
         })

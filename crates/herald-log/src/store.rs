@@ -76,13 +76,16 @@ impl IndexEntry {
 }
 
 /// A partition's state as of the last checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PartRecord {
     pub next_offset: u64,
     pub log_start: u64,
     pub total_bytes: u64,
     pub start_bytes: u64,
     pub max_ts: i64,
+    /// Idempotent-producer state as of the checkpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub producers: Vec<crate::producer::ProducerState>,
 }
 
 /// A topic as stored in the catalog and in `CreateTopic` frames.

@@ -108,6 +108,8 @@ pub struct LogConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TopicsConfig {
     pub default_partitions: u32,
+    /// `retention.ms` of topics that set none (7 days, as Kafka and Redpanda); -1 keeps forever.
+    pub default_retention_ms: i64,
     pub auto_create: bool,
     pub strict_envelopes: bool,
     pub idempotency_window_secs: u64,
@@ -163,6 +165,7 @@ impl Default for TopicsConfig {
     fn default() -> Self {
         TopicsConfig {
             default_partitions: 1,
+            default_retention_ms: 604_800_000,
             auto_create: true,
             strict_envelopes: false,
             idempotency_window_secs: 600,
@@ -268,6 +271,9 @@ impl Config {
         self.fsync_policy()?;
         herald_core::TopicGrammar::new(&self.topic_prefix)
             .map_err(|e| anyhow::anyhow!("topic_prefix: {e}"))?;
+        if self.topics.default_retention_ms < -1 {
+            bail!("topics.default_retention_ms must be -1 (forever) or a number of milliseconds");
+        }
         if !(1..=10_000).contains(&self.topics.default_partitions) {
             bail!("topics.default_partitions must be between 1 and 10000");
         }
@@ -347,6 +353,8 @@ impl Config {
             Duration::from_secs(self.log.retention_check_interval_secs.max(1));
         o.max_pending_bytes = self.log.max_pending_bytes;
         o.idempotency_window = Duration::from_secs(self.topics.idempotency_window_secs);
+        o.default_retention_ms =
+            (self.topics.default_retention_ms >= 0).then_some(self.topics.default_retention_ms);
         Ok(o)
     }
 }

@@ -131,6 +131,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             auto_create_topics: cfg.topics.auto_create,
             strict_envelopes: cfg.topics.strict_envelopes,
             max_tenant_labels: cfg.metrics.max_tenant_labels,
+            default_retention_ms: cfg.topics.default_retention_ms,
         },
     )?);
 
