@@ -200,12 +200,27 @@ pub fn build_for_producer(
 }
 
 /// Decodes a stored batch (any codec) into records with absolute offsets. Control records
-/// (transaction markers) are skipped.
+/// (transaction markers) are skipped. Decompression is capped and every count and length is
+/// checked against the bytes present before the decoder allocates for it.
 pub fn decode(batch: &[u8]) -> Result<Vec<Record>> {
     validate_shape(batch)?;
+    let count = usize::try_from(BatchHeader::parse(batch)?.record_count).unwrap_or(0);
     let mut buf = Bytes::copy_from_slice(batch);
-    let set = RecordBatchDecoder::decode(&mut buf)
-        .map_err(|e| LogError::InvalidBatch(format!("cannot decode record batch: {e}")))?;
+    let set = RecordBatchDecoder::decode_with_custom_compression(
+        &mut buf,
+        Some(
+            |records: &mut Bytes, compression: Compression| -> anyhow::Result<Bytes> {
+                let plain = crate::codec::decompress(
+                    compression,
+                    records,
+                    crate::codec::MAX_DECOMPRESSED_BYTES,
+                )?;
+                crate::codec::prescan_records(&plain, count)?;
+                Ok(plain)
+            },
+        ),
+    )
+    .map_err(|e| LogError::InvalidBatch(format!("cannot decode record batch: {e}")))?;
     Ok(set
         .records
         .into_iter()

@@ -19,6 +19,7 @@
 //!   journal position up to which they are complete.
 
 pub mod batch;
+mod codec;
 mod error;
 pub mod frame;
 mod journal;
