@@ -732,6 +732,17 @@ impl Broker {
         self.describe_topic(name)
     }
 
+    /// Grows a topic to `total` partitions.
+    pub async fn create_partitions(&self, name: &str, total: u32) -> Result<(), BrokerError> {
+        let log = self.log.clone();
+        let n = name.to_owned();
+        tokio::task::spawn_blocking(move || log.create_partitions(&n, total))
+            .await
+            .map_err(|e| BrokerError::Internal(e.to_string()))??;
+        tracing::info!(topic = %name, partitions = total, "partitions added");
+        Ok(())
+    }
+
     /// Replaces a topic's whole configuration (Kafka AlterConfigs semantics).
     pub async fn replace_topic_config(
         &self,

@@ -28,12 +28,13 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, ApiKey, ApiVersionsResponse, BrokerId,
-    CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest, DeleteRecordsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterResponse, DescribeConfigsRequest,
-    DescribeConfigsResponse, FetchRequest, FetchResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, InitProducerIdResponse, ListOffsetsRequest,
-    ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
-    ProducerId, RequestHeader, RequestKind, ResponseHeader, ResponseKind, TopicName,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest,
+    FetchResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, ProducerId, RequestHeader, RequestKind,
+    ResponseHeader, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -113,6 +114,9 @@ pub async fn handle(conn: &Connection, frame: Bytes) -> Result<Option<BytesMut>,
         RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(alter_configs(conn, r).await),
         RequestKind::IncrementalAlterConfigs(r) => {
             ResponseKind::IncrementalAlterConfigs(incremental_alter_configs(conn, r).await)
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(create_partitions(conn, r).await)
         }
         RequestKind::DescribeCluster(_) => ResponseKind::DescribeCluster(describe_cluster(conn)),
         RequestKind::InitProducerId(_) => ResponseKind::InitProducerId(init_producer_id(conn)),
@@ -1013,6 +1017,62 @@ async fn incremental_alter_configs(
         });
     }
     IncrementalAlterConfigsResponse::default().with_responses(out)
+}
+
+async fn create_partitions(
+    conn: &Connection,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+    let broker = &conn.ctx.broker;
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let name = topic_name(&t.name).to_owned();
+        let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        if t.assignments.is_some() {
+            results.push(
+                r.with_error_code(errors::INVALID_REQUEST)
+                    .with_error_message(Some(s("manual replica assignment is not supported"))),
+            );
+            continue;
+        }
+        let Ok(total) = u32::try_from(t.count) else {
+            results.push(
+                r.with_error_code(errors::INVALID_PARTITIONS)
+                    .with_error_message(Some(s(format!(
+                        "{} partitions is not a valid count",
+                        t.count
+                    )))),
+            );
+            continue;
+        };
+        let current = broker.log().topic(&name).map(|i| i.partitions);
+        let outcome = match current {
+            None => Err((
+                errors::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("topic {name} does not exist"),
+            )),
+            Some(c) if total <= c => Err((
+                errors::INVALID_PARTITIONS,
+                format!("topic {name} has {c} partitions; the count can only grow"),
+            )),
+            Some(_) if req.validate_only => Ok(()),
+            Some(_) => broker.create_partitions(&name, total).await.map_err(|e| {
+                (
+                    match &e {
+                        BrokerError::Invalid(_) => errors::INVALID_PARTITIONS,
+                        other => code(other),
+                    },
+                    e.to_string(),
+                )
+            }),
+        };
+        results.push(match outcome {
+            Ok(()) => r,
+            Err((code, msg)) => r.with_error_code(code).with_error_message(Some(s(msg))),
+        });
+    }
+    CreatePartitionsResponse::default().with_results(results)
 }
 
 fn describe_cluster(conn: &Connection) -> DescribeClusterResponse {

@@ -4,7 +4,8 @@
 //!  0  magic       u32 LE  "HRL1"
 //!  4  crc32c      u32 LE  over bytes 8..32+len
 //!  8  len         u32 LE  body length
-//! 12  kind        u8      1 batch, 2 create topic, 3 delete topic, 4 log start, 5 topic config
+//! 12  kind        u8      1 batch, 2 create topic, 3 delete topic, 4 log start, 5 topic config,
+//!                         6 add partitions
 //! 13  flags       u8      reserved, 0
 //! 14  idem_count  u16 LE  idempotency keys at the start of a batch body
 //! 16  stream      u64 LE  partition stream id (0 for catalog frames)
@@ -34,6 +35,7 @@ pub enum Kind {
     DeleteTopic = 3,
     LogStart = 4,
     TopicConfig = 5,
+    AddPartitions = 6,
 }
 
 impl Kind {
@@ -44,6 +46,7 @@ impl Kind {
             3 => Kind::DeleteTopic,
             4 => Kind::LogStart,
             5 => Kind::TopicConfig,
+            6 => Kind::AddPartitions,
             _ => return None,
         })
     }

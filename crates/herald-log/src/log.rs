@@ -256,6 +256,11 @@ enum Op {
         config: TopicConfig,
         done: Done<TopicInfo>,
     },
+    AddPartitions {
+        name: String,
+        total: u32,
+        done: Done<TopicInfo>,
+    },
     Sync {
         done: Done<()>,
     },
@@ -564,6 +569,17 @@ impl Log {
         self.call(|done| Op::Config { name, config, done })
     }
 
+    /// Grows a topic to `total` partitions (Kafka CreatePartitions); the count never shrinks.
+    pub fn create_partitions(&self, name: &str, total: u32) -> Result<TopicInfo> {
+        if total > 10_000 {
+            return Err(LogError::InvalidConfig(format!(
+                "partition count {total} is outside 1..=10000"
+            )));
+        }
+        let name = name.to_owned();
+        self.call(|done| Op::AddPartitions { name, total, done })
+    }
+
     /// Makes every record before `offset` unreadable (Kafka DeleteRecords); returns the new log
     /// start offset. `offset` past the high watermark is refused.
     pub fn delete_records_before(&self, topic: &str, partition: u32, offset: u64) -> Result<u64> {
@@ -847,7 +863,7 @@ impl Op {
             Op::Create { done, .. } => done(Err(e)),
             Op::Delete { done, .. } => done(Err(e)),
             Op::LogStart { done, .. } => done(Err(e)),
-            Op::Config { done, .. } => done(Err(e)),
+            Op::Config { done, .. } | Op::AddPartitions { done, .. } => done(Err(e)),
             Op::Sync { done } => done(Err(e)),
         }
     }
@@ -951,7 +967,10 @@ impl Inner {
             let catalog_group = ops.iter().any(|op| {
                 matches!(
                     op,
-                    Op::Create { .. } | Op::Delete { .. } | Op::Config { .. }
+                    Op::Create { .. }
+                        | Op::Delete { .. }
+                        | Op::Config { .. }
+                        | Op::AddPartitions { .. }
                 )
             });
             let commit_guard = catalog_group.then(|| self.catalog_commit.write());
@@ -1217,6 +1236,31 @@ impl Inner {
                 );
                 self.dirty_topics.lock().insert(name);
                 Completion::Topic(done, Ok(topic.info()))
+            }
+            Op::AddPartitions { name, total, done } => {
+                let mut cat = self.catalog.write();
+                let Some(topic) = cat.topics.get(&name).cloned() else {
+                    return Completion::Topic(done, Err(LogError::UnknownTopic(name)));
+                };
+                let current = topic.partitions.len() as u32;
+                if total <= current {
+                    return Completion::Topic(
+                        done,
+                        Err(LogError::InvalidConfig(format!(
+                            "topic {name} has {current} partitions; the count can only grow"
+                        ))),
+                    );
+                }
+                let first = cat.next_stream.max(1);
+                cat.next_stream = first + u64::from(total - current);
+                let mut rec = topic.record();
+                rec.streams
+                    .extend(first..first + u64::from(total - current));
+                frame::encode(buf, Kind::AddPartitions, 0, 0, 0, &[&store::to_json(&rec)]);
+                let grown = extend_topic(&mut cat, &topic, &rec);
+                drop(cat);
+                self.dirty_topics.lock().insert(name);
+                Completion::Topic(done, Ok(grown.info()))
             }
             Op::LogStart {
                 topic,
@@ -2057,6 +2101,17 @@ impl Inner {
                     self.dirty_topics.lock().insert(rec.name.clone());
                 }
             }
+            Kind::AddPartitions => {
+                let rec: TopicRecord = store::from_json("add-partitions frame", body)?;
+                let mut cat = self.catalog.write();
+                if let Some(t) = cat.topics.get(&rec.name).cloned() {
+                    let have = t.record().streams;
+                    if rec.streams.len() > have.len() && rec.streams.starts_with(&have) {
+                        extend_topic(&mut cat, &t, &rec);
+                        self.dirty_topics.lock().insert(rec.name.clone());
+                    }
+                }
+            }
             Kind::LogStart => {
                 let part = self.catalog.read().streams.get(&header.stream).cloned();
                 if let Some(part) = part {
@@ -2074,6 +2129,41 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// Replaces `topic` in the catalog by one with the partitions `rec` lists: the existing ones
+/// are kept as they are, the new ones start empty.
+fn extend_topic(cat: &mut Catalog, topic: &Arc<Topic>, rec: &TopicRecord) -> Arc<Topic> {
+    let mut partitions = topic.partitions.clone();
+    for (i, s) in rec.streams.iter().enumerate().skip(partitions.len()) {
+        let p = Arc::new(Partition {
+            stream: *s,
+            topic: Arc::from(rec.name.as_str()),
+            index: i as u32,
+            state: Mutex::new(PartState {
+                next_offset: 0,
+                pending_next: 0,
+                log_start: 0,
+                total_bytes: 0,
+                pending_total: 0,
+                start_bytes: 0,
+                max_ts: 0,
+                tail: Vec::new(),
+                producers: Producers::default(),
+            }),
+        });
+        cat.next_stream = cat.next_stream.max(s + 1);
+        cat.streams.insert(*s, Arc::clone(&p));
+        partitions.push(p);
+    }
+    let grown = Arc::new(Topic {
+        name: topic.name.clone(),
+        partitions,
+        config: RwLock::new(topic.config.read().clone()),
+        created_ms: topic.created_ms,
+    });
+    cat.topics.insert(rec.name.clone(), Arc::clone(&grown));
+    grown
 }
 
 fn install_topic(
