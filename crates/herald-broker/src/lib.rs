@@ -942,12 +942,10 @@ fn validate_topic_config(config: &BTreeMap<String, String>) -> Result<(), Broker
                     BrokerError::Invalid(format!("max.message.bytes must be a number of bytes of at least 1024, got {v:?}"))
                 })?;
             }
-            "herald.envelope" => {
-                if v != "strict" && v != "lenient" {
-                    return Err(BrokerError::Invalid(format!(
-                        "herald.envelope must be \"strict\" or \"lenient\", got {v:?}"
-                    )));
-                }
+            "herald.envelope" if v != "strict" && v != "lenient" => {
+                return Err(BrokerError::Invalid(format!(
+                    "herald.envelope must be \"strict\" or \"lenient\", got {v:?}"
+                )));
             }
             _ => {}
         }

@@ -414,7 +414,11 @@ async fn produce_partition(
     let mut first: Option<i64> = None;
     let mut log_start = 0u64;
     while rest.len() >= 12 {
-        let len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+        let len = rest
+            .get(8..12)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(i32::from_be_bytes)
+            .unwrap_or(-1);
         let Some(total) = usize::try_from(len)
             .ok()
             .and_then(|l| l.checked_add(12))

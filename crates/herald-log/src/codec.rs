@@ -58,7 +58,8 @@ fn snappy(data: &[u8], cap: usize) -> Result<Vec<u8>> {
         while !rest.is_empty() {
             let len = rest
                 .get(..4)
-                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(|b| u32::from_be_bytes(b) as usize)
                 .ok_or_else(|| bad("snappy: truncated block length"))?;
             let b = rest
                 .get(4..4 + len)

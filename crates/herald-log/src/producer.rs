@@ -212,7 +212,9 @@ mod tests {
     fn wraps_at_i32_max() {
         let mut p = Producers::default();
         p.record(1, 0, 0, 1, 0, 0);
-        p.map.get_mut(&1).map(|s| s.last_seq = i32::MAX - 1);
+        if let Some(s) = p.map.get_mut(&1) {
+            s.last_seq = i32::MAX - 1;
+        }
         assert_eq!(last_seq(i32::MAX, 2), 0);
         assert_eq!(p.check(1, 0, i32::MAX, 2), Verdict::Accept);
         p.record(1, 0, i32::MAX, 2, 5, 0);

@@ -184,6 +184,15 @@ impl Default for MetricsConfig {
 /// Variables read by client commands or logging, not by the server's configuration.
 const OTHER_ENV_VARS: &[&str] = &["HERALD_SERVER", "HERALD_API_KEY", "HERALD_LOG"];
 
+/// One Kafka listener: its name, bind address and, if configured, the host and port clients
+/// are told (port 0: the port actually bound).
+#[derive(Debug, Clone)]
+pub struct KafkaListener {
+    pub name: String,
+    pub bind: String,
+    pub advertised: Option<(String, u16)>,
+}
+
 fn split_list(v: &str) -> Vec<String> {
     v.split(',')
         .map(str::trim)
@@ -299,20 +308,24 @@ impl Config {
 
     /// Kafka listeners as (name, bind address, advertised host, advertised port); an advertised
     /// port of 0 means "the port actually bound".
-    pub fn kafka_listeners(&self) -> anyhow::Result<Vec<(String, String, Option<(String, u16)>)>> {
+    pub fn kafka_listeners(&self) -> anyhow::Result<Vec<KafkaListener>> {
         let mut out = Vec::new();
         for spec in &self.kafka.listeners {
             let (name, addr) = herald_kafka::parse_listener(spec)
                 .map_err(|e| anyhow::anyhow!("kafka listener: {e}"))?;
-            if out.iter().any(|(n, _, _)| n == &name) {
+            if out.iter().any(|l: &KafkaListener| l.name == name) {
                 bail!("kafka listener name {name} is used twice");
             }
-            out.push((name, addr, None));
+            out.push(KafkaListener {
+                name,
+                bind: addr,
+                advertised: None,
+            });
         }
         for spec in &self.kafka.advertised_listeners {
             let (name, addr) = herald_kafka::parse_listener(spec)
                 .map_err(|e| anyhow::anyhow!("advertised kafka listener: {e}"))?;
-            let Some(entry) = out.iter_mut().find(|(n, _, _)| *n == name) else {
+            let Some(entry) = out.iter_mut().find(|l| l.name == name) else {
                 bail!(
                     "advertised kafka listener {name} matches no listener (listeners: {})",
                     self.kafka.listeners.join(", ")
@@ -328,7 +341,7 @@ impl Config {
                 .ok_or_else(|| {
                     anyhow::anyhow!("advertised kafka listener {spec:?} needs HOST:PORT")
                 })?;
-            entry.2 = Some((host, port));
+            entry.advertised = Some((host, port));
         }
         Ok(out)
     }

@@ -165,7 +165,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     ));
     let mut kafka_lines = Vec::new();
     let mut kafka_tasks = Vec::new();
-    for (name, addr, advertised) in cfg.kafka_listeners()? {
+    for crate::config::KafkaListener {
+        name,
+        bind: addr,
+        advertised,
+    } in cfg.kafka_listeners()?
+    {
         let bind = herald_kafka::bind_addr(&addr)
             .map_err(|e| anyhow::anyhow!("kafka listener {name}: {e}"))?;
         let listener = tokio::net::TcpListener::bind(bind)
