@@ -31,10 +31,10 @@ use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
     DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest,
-    FetchResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
-    InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse, ProducerId, RequestHeader, RequestKind,
-    ResponseHeader, ResponseKind, TopicName,
+    FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, InitProducerIdResponse, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+    ProducerId, RequestHeader, RequestKind, ResponseHeader, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -118,7 +118,13 @@ pub async fn handle(conn: &Connection, frame: Bytes) -> Result<Option<BytesMut>,
         RequestKind::CreatePartitions(r) => {
             ResponseKind::CreatePartitions(create_partitions(conn, r).await)
         }
-        RequestKind::DescribeCluster(_) => ResponseKind::DescribeCluster(describe_cluster(conn)),
+        RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(describe_cluster(
+            conn,
+            r.include_cluster_authorized_operations,
+        )),
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(find_coordinator(conn, r, version))
+        }
         RequestKind::InitProducerId(_) => ResponseKind::InitProducerId(init_producer_id(conn)),
         other => {
             return Err(Fatal::Malformed(format!(
@@ -261,12 +267,21 @@ fn broker_entry(conn: &Connection) -> MetadataResponseBroker {
         .with_port(i32::from(conn.advertised.port))
 }
 
-fn metadata_topic(conn: &Connection, info: &herald_log::TopicInfo) -> MetadataResponseTopic {
+fn metadata_topic(
+    conn: &Connection,
+    info: &herald_log::TopicInfo,
+    with_operations: bool,
+) -> MetadataResponseTopic {
     let node = BrokerId(conn.ctx.cfg.node_id);
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(s(info.name.clone()))))
         .with_topic_id(topic_id(&info.name, info.created_ms))
         .with_is_internal(info.name.starts_with("_herald"))
+        .with_topic_authorized_operations(if with_operations {
+            TOPIC_OPERATIONS
+        } else {
+            i32::MIN
+        })
         .with_partitions(
             (0..info.partitions)
                 .map(|p| {
@@ -294,12 +309,13 @@ async fn metadata(conn: &Connection, req: MetadataRequest, version: i16) -> Meta
         ),
     };
     let allow_create = version < 4 || req.allow_auto_topic_creation;
+    let topic_ops = req.include_topic_authorized_operations;
     let topics = match requested {
         None => broker
             .log()
             .list_topics("")
             .iter()
-            .map(|t| metadata_topic(conn, t))
+            .map(|t| metadata_topic(conn, t, topic_ops))
             .collect(),
         Some(names) => {
             let mut out = Vec::with_capacity(names.len());
@@ -313,7 +329,7 @@ async fn metadata(conn: &Connection, req: MetadataRequest, version: i16) -> Meta
                         .and_then(|_| broker.log().topic(&name));
                 }
                 out.push(match info {
-                    Some(info) => metadata_topic(conn, &info),
+                    Some(info) => metadata_topic(conn, &info, topic_ops),
                     None => {
                         let err = match herald_core::validate_topic_name(&name)
                             .and_then(|_| broker.grammar().classify(&name))
@@ -331,6 +347,11 @@ async fn metadata(conn: &Connection, req: MetadataRequest, version: i16) -> Meta
         }
     };
     MetadataResponse::default()
+        .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
+            CLUSTER_OPERATIONS
+        } else {
+            i32::MIN
+        })
         .with_brokers(vec![broker_entry(conn)])
         .with_cluster_id(Some(s(conn.ctx.cfg.cluster_id.clone())))
         .with_controller_id(BrokerId(conn.ctx.cfg.node_id))
@@ -1079,8 +1100,70 @@ async fn create_partitions(
     CreatePartitionsResponse::default().with_results(results)
 }
 
-fn describe_cluster(conn: &Connection) -> DescribeClusterResponse {
+/// Operations allowed on every topic and on the cluster while no authorizer restricts them, as
+/// Kafka reports them when asked (bit n set for ACL operation n).
+const TOPIC_OPERATIONS: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+const CLUSTER_OPERATIONS: i32 =
+    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
+
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+
+/// Herald is a single node, so it coordinates every group itself. Transactions are not
+/// supported, so no transaction coordinator is offered.
+fn find_coordinator(
+    conn: &Connection,
+    req: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    use kafka_protocol::messages::find_coordinator_response::Coordinator;
+    let node = BrokerId(conn.ctx.cfg.node_id);
+    let host = s(conn.advertised.host.clone());
+    let port = i32::from(conn.advertised.port);
+    let supported = req.key_type == 0;
+    let (code, message) = if supported {
+        (errors::NONE, None)
+    } else {
+        (
+            COORDINATOR_NOT_AVAILABLE,
+            Some(s("transactions are not supported by Herald")),
+        )
+    };
+    if version >= 4 {
+        let coordinators = req
+            .coordinator_keys
+            .into_iter()
+            .map(|key| {
+                let c = Coordinator::default()
+                    .with_key(key)
+                    .with_error_code(code)
+                    .with_error_message(message.clone());
+                if supported {
+                    c.with_node_id(node).with_host(host.clone()).with_port(port)
+                } else {
+                    c.with_node_id(BrokerId(-1))
+                }
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let resp = FindCoordinatorResponse::default()
+        .with_error_code(code)
+        .with_error_message(message);
+    if supported {
+        resp.with_node_id(node).with_host(host).with_port(port)
+    } else {
+        resp.with_node_id(BrokerId(-1))
+    }
+}
+
+fn describe_cluster(conn: &Connection, include_operations: bool) -> DescribeClusterResponse {
     DescribeClusterResponse::default()
+        .with_cluster_authorized_operations(if include_operations {
+            CLUSTER_OPERATIONS
+        } else {
+            i32::MIN
+        })
         .with_cluster_id(s(conn.ctx.cfg.cluster_id.clone()))
         .with_controller_id(BrokerId(conn.ctx.cfg.node_id))
         .with_brokers(vec![

@@ -21,6 +21,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 1),
+    // Advertised so that librdkafka enables LZ4 (it gates the codec on this API); group
+    // membership itself arrives with the consumer-group APIs.
+    (ApiKey::FindCoordinator, 0, 4),
 ];
 
 pub fn range(key: ApiKey) -> Option<(i16, i16)> {
