@@ -12,6 +12,7 @@
 mod error;
 mod metrics_labels;
 mod notify;
+pub mod offsets;
 mod partitioner;
 
 use std::collections::BTreeMap;
@@ -438,6 +439,7 @@ impl Broker {
         if records.is_empty() {
             return Err(BrokerError::Invalid("no records to produce".into()));
         }
+        refuse_internal(topic)?;
         let info = self.ensure_topic(topic).await?;
         let strict = info
             .config
@@ -502,6 +504,7 @@ impl Broker {
         batch: Vec<u8>,
     ) -> Result<ProducedBatch, BrokerError> {
         let started = Instant::now();
+        refuse_internal(topic)?;
         let info = self
             .log
             .topic(topic)
@@ -697,6 +700,7 @@ impl Broker {
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        refuse_internal(name)?;
         let log = self.log.clone();
         let n = name.to_owned();
         tokio::task::spawn_blocking(move || log.delete_topic(&n))
@@ -894,6 +898,16 @@ impl Broker {
         }
         out
     }
+}
+
+/// Herald's own topics (`_herald.*`) are written only by Herald.
+fn refuse_internal(topic: &str) -> Result<(), BrokerError> {
+    if topic.starts_with(herald_core::topic::INTERNAL_TOPIC_PREFIX) {
+        return Err(BrokerError::Invalid(format!(
+            "{topic} is an internal topic; only Herald writes or deletes it"
+        )));
+    }
+    Ok(())
 }
 
 fn idem_key(e: &Envelope) -> Vec<u8> {

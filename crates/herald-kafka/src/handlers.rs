@@ -392,6 +392,12 @@ async fn produce(conn: &Connection, req: ProduceRequest) -> ProduceResponse {
                 let resp = PartitionProduceResponse::default()
                     .with_index(p.index)
                     .with_log_append_time_ms(-1);
+                if name.starts_with("_herald") {
+                    return resp
+                        .with_error_code(errors::INVALID_TOPIC_EXCEPTION)
+                        .with_base_offset(-1)
+                        .with_error_message(Some(s(format!("{name} is an internal topic"))));
+                }
                 if !exists {
                     let code = if broker.grammar().classify(&name).is_err() {
                         errors::INVALID_TOPIC_EXCEPTION
