@@ -13,6 +13,7 @@
 pub mod envelope;
 mod error;
 pub mod glob;
+pub mod group;
 mod rules;
 pub mod tenant;
 pub mod topic;
