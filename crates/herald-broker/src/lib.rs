@@ -10,6 +10,7 @@
 //! seam where a cluster backend (Redpanda/Kafka) will replace the embedded log.
 
 mod error;
+pub mod groups;
 mod metrics_labels;
 mod notify;
 pub mod offsets;
@@ -48,6 +49,8 @@ pub struct BrokerConfig {
     pub max_tenant_labels: usize,
     /// `retention.ms` of topics that set none; -1 keeps records forever.
     pub default_retention_ms: i64,
+    /// Consumer-group coordinator settings.
+    pub groups: herald_core::group::GroupConfig,
 }
 
 impl Default for BrokerConfig {
@@ -59,6 +62,7 @@ impl Default for BrokerConfig {
             strict_envelopes: false,
             max_tenant_labels: 1000,
             default_retention_ms: 604_800_000,
+            groups: herald_core::group::GroupConfig::default(),
         }
     }
 }
@@ -205,6 +209,7 @@ pub struct Broker {
     cfg: BrokerConfig,
     notifier: Notifier,
     tenant_labels: LabelLimiter,
+    groups: Arc<groups::Groups>,
 }
 
 fn now_ms() -> i64 {
@@ -249,16 +254,29 @@ async fn append(
 }
 
 impl Broker {
+    /// Opens the broker over a log: loads committed consumer-group offsets and group metadata.
+    /// Call [`Broker::start`] from within the async runtime to run its timers.
     pub fn new(log: Log, cfg: BrokerConfig) -> Result<Broker, BrokerError> {
         let grammar = TopicGrammar::new(&cfg.topic_prefix)
             .map_err(|e| BrokerError::Invalid(format!("topic_prefix: {e}")))?;
+        let groups = Arc::new(groups::Groups::open(log.clone(), cfg.groups.clone())?);
         Ok(Broker {
             log,
             grammar,
             tenant_labels: LabelLimiter::new(cfg.max_tenant_labels),
             cfg,
             notifier: Notifier::default(),
+            groups,
         })
+    }
+
+    /// Starts background work (consumer-group session and rebalance timers).
+    pub fn start(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(Arc::clone(&self.groups).run_timers())
+    }
+
+    pub fn groups(&self) -> &groups::Groups {
+        &self.groups
     }
 
     pub fn config(&self) -> &BrokerConfig {

@@ -67,7 +67,7 @@ pub struct OffsetStore {
     log: Log,
     state: Mutex<State>,
     seq: AtomicU64,
-    compacting: Mutex<()>,
+    compacting: tokio::sync::Mutex<()>,
     compact_slack: u64,
 }
 
@@ -105,7 +105,7 @@ impl OffsetStore {
             log,
             state: Mutex::new(State::default()),
             seq: AtomicU64::new(1),
-            compacting: Mutex::new(()),
+            compacting: tokio::sync::Mutex::new(()),
             compact_slack: COMPACT_SLACK,
         };
         store.load()?;
@@ -212,11 +212,12 @@ impl OffsetStore {
             staged.push((key, value));
         }
         self.append(records).await?;
-        let mut state = self.state.lock();
-        for (key, value) in staged {
-            apply(&mut state, key, Some(value));
+        {
+            let mut state = self.state.lock();
+            for (key, value) in staged {
+                apply(&mut state, key, Some(value));
+            }
         }
-        drop(state);
         self.maybe_compact().await;
         Ok(())
     }
@@ -363,7 +364,7 @@ impl OffsetStore {
         if stats.high_watermark - stats.log_start < live + self.compact_slack {
             return;
         }
-        let Some(_guard) = self.compacting.try_lock() else {
+        let Ok(_guard) = self.compacting.try_lock() else {
             return;
         };
         let (records, start) = {

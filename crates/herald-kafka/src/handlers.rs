@@ -86,8 +86,11 @@ pub async fn handle(conn: &Connection, frame: Bytes) -> Result<Option<BytesMut>,
     if !versions::decodable(key, version) {
         return Err(Fatal::UnsupportedVersion(key, version));
     }
+    // Prove every count and length fits before the decoder allocates for it.
+    let header_version = key.request_header_version(version);
+    crate::check_request(key, version, header_version, &frame).map_err(Fatal::Malformed)?;
     let mut buf = frame;
-    let header = RequestHeader::decode(&mut buf, key.request_header_version(version))
+    let header = RequestHeader::decode(&mut buf, header_version)
         .map_err(|e| Fatal::Malformed(format!("request header: {e}")))?;
     let request = RequestKind::decode(key, &mut buf, version)
         .map_err(|e| Fatal::Malformed(format!("{key:?} v{version}: {e}")))?;
@@ -122,6 +125,37 @@ pub async fn handle(conn: &Connection, frame: Bytes) -> Result<Option<BytesMut>,
             conn,
             r.include_cluster_authorized_operations,
         )),
+        RequestKind::JoinGroup(r) => {
+            let client_id = header
+                .client_id
+                .as_ref()
+                .map(|c| c.as_str().to_owned())
+                .unwrap_or_default();
+            ResponseKind::JoinGroup(crate::groups::join(conn, r, version, client_id).await)
+        }
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(crate::groups::sync(conn, r).await),
+        RequestKind::Heartbeat(r) => {
+            ResponseKind::Heartbeat(crate::groups::heartbeat(conn, r).await)
+        }
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(crate::groups::leave(conn, r, version).await)
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(crate::groups::offset_commit(conn, r).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(crate::groups::offset_fetch(conn, r, version))
+        }
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(crate::groups::list_groups(conn, r)),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(crate::groups::describe_groups(conn, r))
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(crate::groups::delete_groups(conn, r).await)
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(crate::groups::offset_delete(conn, r).await)
+        }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(find_coordinator(conn, r, version))
         }

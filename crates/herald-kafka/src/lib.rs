@@ -8,7 +8,9 @@
 
 mod conn;
 mod errors;
+mod groups;
 mod handlers;
+mod prescan;
 mod versions;
 
 use std::net::SocketAddr;
@@ -20,6 +22,7 @@ use herald_broker::Broker;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+pub use prescan::check_request;
 pub use versions::SUPPORTED;
 
 /// Settings of the Kafka listener.

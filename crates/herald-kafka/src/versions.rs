@@ -21,9 +21,19 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 1),
-    // Advertised so that librdkafka enables LZ4 (it gates the codec on this API); group
-    // membership itself arrives with the consumer-group APIs.
     (ApiKey::FindCoordinator, 0, 4),
+    // The classic consumer-group protocol. OffsetCommit and OffsetFetch stop before the
+    // versions of the new (KIP-848) protocol.
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 pub fn range(key: ApiKey) -> Option<(i16, i16)> {

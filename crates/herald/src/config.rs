@@ -52,6 +52,7 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub log: LogConfig,
     pub topics: TopicsConfig,
+    pub groups: GroupsConfig,
     pub metrics: MetricsConfig,
 }
 
@@ -115,6 +116,37 @@ pub struct TopicsConfig {
     pub idempotency_window_secs: u64,
 }
 
+/// Consumer-group coordinator settings (Kafka's `group.*` broker configs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupsConfig {
+    pub initial_rebalance_delay_ms: u64,
+    pub min_session_timeout_ms: u64,
+    pub max_session_timeout_ms: u64,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        let d = herald_core::group::GroupConfig::default();
+        GroupsConfig {
+            initial_rebalance_delay_ms: d.initial_rebalance_delay_ms,
+            min_session_timeout_ms: d.min_session_timeout_ms,
+            max_session_timeout_ms: d.max_session_timeout_ms,
+        }
+    }
+}
+
+impl GroupsConfig {
+    pub fn coordinator(&self) -> herald_core::group::GroupConfig {
+        herald_core::group::GroupConfig {
+            initial_rebalance_delay_ms: self.initial_rebalance_delay_ms,
+            min_session_timeout_ms: self.min_session_timeout_ms,
+            max_session_timeout_ms: self.max_session_timeout_ms,
+            ..herald_core::group::GroupConfig::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
@@ -132,6 +164,7 @@ impl Default for Config {
             kafka: KafkaConfig::default(),
             log: LogConfig::default(),
             topics: TopicsConfig::default(),
+            groups: GroupsConfig::default(),
             metrics: MetricsConfig::default(),
         }
     }
@@ -232,6 +265,9 @@ impl Config {
                 "HERALD_DEFAULT_PARTITIONS" => cfg.topics.default_partitions = parse_env(k, v)?,
                 "HERALD_AUTO_CREATE_TOPICS" => cfg.topics.auto_create = parse_env(k, v)?,
                 "HERALD_STRICT_ENVELOPES" => cfg.topics.strict_envelopes = parse_env(k, v)?,
+                "HERALD_GROUP_INITIAL_REBALANCE_DELAY_MS" => {
+                    cfg.groups.initial_rebalance_delay_ms = parse_env(k, v)?
+                }
                 "HERALD_IDEMPOTENCY_WINDOW_SECS" => {
                     cfg.topics.idempotency_window_secs = parse_env(k, v)?
                 }

@@ -132,9 +132,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             strict_envelopes: cfg.topics.strict_envelopes,
             max_tenant_labels: cfg.metrics.max_tenant_labels,
             default_retention_ms: cfg.topics.default_retention_ms,
+            groups: cfg.groups.coordinator(),
         },
     )?);
 
+    let _group_timers = broker.start();
     let http_addr = cfg.http_addr()?;
     let listener = tokio::net::TcpListener::bind(http_addr)
         .await

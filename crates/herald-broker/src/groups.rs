@@ -1,0 +1,381 @@
+//! Consumer groups: drives `herald-core`'s coordinator state machine with a clock and a timer,
+//! parks requests that must wait for a rebalance, and keeps offsets and group metadata durable
+//! through the offset store. Shared by the Kafka listener and the HTTP/CLI administration.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald_core::group::{
+    Completion, GroupConfig, GroupCoordinator, GroupDescription, GroupError, GroupOverview,
+    GroupSnapshot, GroupState, HeartbeatRequest, JoinRequest, JoinResponse, LeaveRequest,
+    LeaveResult, Reply, SyncRequest, SyncResponse,
+};
+use herald_log::Log;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, oneshot};
+
+use crate::BrokerError;
+use crate::offsets::{Committed, OffsetStore};
+
+struct Inner {
+    coord: GroupCoordinator,
+    waiters: HashMap<u64, oneshot::Sender<Completion>>,
+}
+
+pub struct Groups {
+    inner: Mutex<Inner>,
+    offsets: OffsetStore,
+    log: Log,
+    started: Instant,
+    wake: Notify,
+}
+
+/// One partition's consumer lag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub group: String,
+    pub topic: String,
+    pub partition: u32,
+    pub committed: i64,
+    pub high_watermark: u64,
+    pub lag: u64,
+}
+
+/// Why a group-offset administration request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("group {0} has live members; stop its consumers first")]
+    GroupActive(String),
+    #[error(transparent)]
+    Group(#[from] GroupError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+impl Groups {
+    /// Loads committed offsets and restores every stored group.
+    pub fn open(log: Log, config: GroupConfig) -> Result<Groups, BrokerError> {
+        let offsets = OffsetStore::open(log.clone())?;
+        let mut coord = GroupCoordinator::new(config);
+        let started = Instant::now();
+        for (group, value) in offsets.group_snapshots() {
+            match serde_json::from_value::<GroupSnapshot>(value) {
+                Ok(snapshot) => {
+                    if let Err(e) = coord.restore(snapshot, 0) {
+                        tracing::warn!(%group, error = %e, "stored group metadata not restored");
+                    }
+                }
+                Err(e) => tracing::warn!(%group, error = %e, "unreadable stored group metadata"),
+            }
+        }
+        coord.take_changed_groups();
+        Ok(Groups {
+            inner: Mutex::new(Inner {
+                coord,
+                waiters: HashMap::new(),
+            }),
+            offsets,
+            log,
+            started,
+            wake: Notify::new(),
+        })
+    }
+
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Delivers finished requests and collects the snapshots to store. Called with the lock held
+    /// after every change to the coordinator.
+    fn settle(inner: &mut Inner) -> Vec<(String, Option<GroupSnapshot>)> {
+        for (ticket, completion) in inner.coord.take_completions() {
+            if let Some(tx) = inner.waiters.remove(&ticket.0) {
+                let _ = tx.send(completion);
+            }
+        }
+        inner
+            .coord
+            .take_changed_groups()
+            .into_iter()
+            .map(|g| {
+                let s = inner.coord.snapshot(&g);
+                (g, s)
+            })
+            .collect()
+    }
+
+    async fn persist(&self, changed: Vec<(String, Option<GroupSnapshot>)>) {
+        for (group, snapshot) in changed {
+            let value = snapshot.and_then(|s| serde_json::to_value(s).ok());
+            if let Err(e) = self.offsets.put_group(&group, value).await {
+                tracing::warn!(%group, error = %e, "storing group metadata failed");
+            }
+        }
+    }
+
+    /// Runs the coordinator's timers (session expiry, rebalance deadlines) until the process
+    /// ends.
+    pub async fn run_timers(self: Arc<Self>) {
+        loop {
+            let deadline = self.inner.lock().coord.next_deadline();
+            let sleep = match deadline {
+                Some(d) => Duration::from_millis(d.saturating_sub(self.now())),
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = self.wake.notified() => {}
+            }
+            let changed = {
+                let mut inner = self.inner.lock();
+                let now = self.now();
+                inner.coord.tick(now);
+                Self::settle(&mut inner)
+            };
+            self.persist(changed).await;
+        }
+    }
+
+    async fn wait<T>(
+        &self,
+        reply: Reply<T>,
+        changed: Vec<(String, Option<GroupSnapshot>)>,
+        rx: Option<oneshot::Receiver<Completion>>,
+    ) -> Option<Result<T, Completion>> {
+        self.persist(changed).await;
+        self.wake.notify_one();
+        match reply {
+            Reply::Ready(v) => Some(Ok(v)),
+            Reply::Pending(_) => rx?.await.ok().map(Err),
+        }
+    }
+
+    pub async fn join(&self, req: JoinRequest) -> JoinResponse {
+        let member = req.member_id.clone();
+        let (reply, changed, rx) = {
+            let mut inner = self.inner.lock();
+            let now = self.now();
+            let reply = inner.coord.join(req, now);
+            let rx = match &reply {
+                Reply::Pending(t) => {
+                    let (tx, rx) = oneshot::channel();
+                    inner.waiters.insert(t.0, tx);
+                    Some(rx)
+                }
+                Reply::Ready(_) => None,
+            };
+            let changed = Self::settle(&mut inner);
+            (reply, changed, rx)
+        };
+        match self.wait(reply, changed, rx).await {
+            Some(Ok(r)) | Some(Err(Completion::Join(r))) => r,
+            _ => JoinResponse {
+                member_id: member,
+                result: Err(GroupError::RebalanceInProgress),
+            },
+        }
+    }
+
+    pub async fn sync(&self, req: SyncRequest) -> SyncResponse {
+        let (reply, changed, rx) = {
+            let mut inner = self.inner.lock();
+            let now = self.now();
+            let reply = inner.coord.sync(req, now);
+            let rx = match &reply {
+                Reply::Pending(t) => {
+                    let (tx, rx) = oneshot::channel();
+                    inner.waiters.insert(t.0, tx);
+                    Some(rx)
+                }
+                Reply::Ready(_) => None,
+            };
+            let changed = Self::settle(&mut inner);
+            (reply, changed, rx)
+        };
+        match self.wait(reply, changed, rx).await {
+            Some(Ok(r)) | Some(Err(Completion::Sync(r))) => r,
+            _ => Err(GroupError::RebalanceInProgress),
+        }
+    }
+
+    pub async fn heartbeat(&self, req: HeartbeatRequest) -> Result<(), GroupError> {
+        let (r, changed) = {
+            let mut inner = self.inner.lock();
+            let now = self.now();
+            let r = inner.coord.heartbeat(req, now);
+            (r, Self::settle(&mut inner))
+        };
+        self.persist(changed).await;
+        r
+    }
+
+    pub async fn leave(&self, req: LeaveRequest) -> Result<Vec<LeaveResult>, GroupError> {
+        let (r, changed) = {
+            let mut inner = self.inner.lock();
+            let now = self.now();
+            let r = inner.coord.leave(req, now);
+            (r, Self::settle(&mut inner))
+        };
+        self.persist(changed).await;
+        self.wake.notify_one();
+        r
+    }
+
+    /// Kafka OffsetCommit: checks the committer against the group, then stores durably.
+    pub async fn commit(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+        instance: Option<&str>,
+        offsets: Vec<(String, u32, Committed)>,
+    ) -> Result<(), AdminError> {
+        let changed = {
+            let mut inner = self.inner.lock();
+            let now = self.now();
+            inner
+                .coord
+                .check_commit(group, member_id, generation, instance, now)?;
+            Self::settle(&mut inner)
+        };
+        self.persist(changed).await;
+        self.offsets.commit(group, offsets).await?;
+        Ok(())
+    }
+
+    /// Committed offsets of a group: the given partitions, or all of them.
+    pub fn fetch(
+        &self,
+        group: &str,
+        partitions: Option<&[(String, u32)]>,
+    ) -> Vec<(String, u32, Option<Committed>)> {
+        match partitions {
+            Some(ps) => ps
+                .iter()
+                .map(|(t, p)| (t.clone(), *p, self.offsets.get(group, t, *p)))
+                .collect(),
+            None => self
+                .offsets
+                .group_offsets(group)
+                .into_iter()
+                .map(|(t, p, c)| (t, p, Some(c)))
+                .collect(),
+        }
+    }
+
+    /// Every group the coordinator knows, plus groups that only have committed offsets.
+    pub fn list(&self) -> Vec<GroupOverview> {
+        let mut out = self.inner.lock().coord.list_groups();
+        for g in self.offsets.groups() {
+            if !out.iter().any(|o| o.group_id == g) {
+                out.push(GroupOverview {
+                    group_id: g,
+                    protocol_type: "consumer".into(),
+                    state: GroupState::Empty,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        out
+    }
+
+    pub fn describe(&self, group: &str) -> GroupDescription {
+        let mut d = self.inner.lock().coord.describe_group(group);
+        if d.state == GroupState::Dead && !self.offsets.group_offsets(group).is_empty() {
+            d.state = GroupState::Empty;
+        }
+        d
+    }
+
+    /// Kafka DeleteGroups: only an empty group; its offsets and metadata go with it.
+    pub async fn delete(&self, group: &str) -> Result<(), AdminError> {
+        let changed = {
+            let mut inner = self.inner.lock();
+            let now = self.now();
+            match inner.coord.delete_group(group, now) {
+                Ok(()) => {}
+                // A group known only by its offsets has no coordinator state to delete.
+                Err(GroupError::GroupIdNotFound)
+                    if !self.offsets.group_offsets(group).is_empty() => {}
+                Err(e) => return Err(e.into()),
+            }
+            Self::settle(&mut inner)
+        };
+        self.persist(changed).await;
+        self.offsets.delete(group, None).await?;
+        self.offsets.put_group(group, None).await?;
+        Ok(())
+    }
+
+    /// Kafka OffsetDelete: refused for partitions of topics the live group still consumes.
+    pub async fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: Vec<(String, u32)>,
+    ) -> Result<usize, AdminError> {
+        let state = self.describe(group).state;
+        if !matches!(state, GroupState::Empty | GroupState::Dead) {
+            return Err(AdminError::GroupActive(group.to_owned()));
+        }
+        Ok(self.offsets.delete(group, Some(partitions)).await?)
+    }
+
+    /// Sets committed offsets directly (`herald group reset-offsets`); refused while the group
+    /// has members, as Kafka's tooling does.
+    pub async fn reset_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<(String, u32, i64)>,
+    ) -> Result<(), AdminError> {
+        let state = self.describe(group).state;
+        if !matches!(state, GroupState::Empty | GroupState::Dead) {
+            return Err(AdminError::GroupActive(group.to_owned()));
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let committed = offsets
+            .into_iter()
+            .map(|(t, p, o)| {
+                (
+                    t,
+                    p,
+                    Committed {
+                        offset: o,
+                        metadata: Some("reset by herald".into()),
+                        leader_epoch: -1,
+                        commit_ms: now_ms,
+                    },
+                )
+            })
+            .collect();
+        self.offsets.commit(group, committed).await?;
+        Ok(())
+    }
+
+    /// Lag of every committed partition: high watermark minus committed offset.
+    pub fn lag(&self) -> Vec<PartitionLag> {
+        self.offsets
+            .all()
+            .into_iter()
+            .filter_map(|(group, topic, partition, committed)| {
+                let hw = self
+                    .log
+                    .partition_stats(&topic, partition)
+                    .ok()?
+                    .high_watermark;
+                let lag = hw.saturating_sub(u64::try_from(committed).unwrap_or(0));
+                Some(PartitionLag {
+                    group,
+                    topic,
+                    partition,
+                    committed,
+                    high_watermark: hw,
+                    lag,
+                })
+            })
+            .collect()
+    }
+}
