@@ -401,12 +401,27 @@ impl Log {
         let writer = inner.recover()?;
 
         let mut threads = Vec::new();
+        // Acknowledgements run on their own thread: waking the callers of a group is then off
+        // the writer's path, which goes straight on to the next group.
+        let (acks, ack_rx) = std::sync::mpsc::sync_channel::<Vec<Completion>>(1024);
         let w = Arc::clone(&inner);
         threads.push(
             std::thread::Builder::new()
                 .name("herald-log-writer".into())
-                .spawn(move || w.writer_loop(writer))
+                .spawn(move || w.writer_loop(writer, acks))
                 .map_err(|e| LogError::io("writer thread", e))?,
+        );
+        threads.push(
+            std::thread::Builder::new()
+                .name("herald-log-acks".into())
+                .spawn(move || {
+                    for group in ack_rx {
+                        for c in group {
+                            c.complete();
+                        }
+                    }
+                })
+                .map_err(|e| LogError::io("acknowledgement thread", e))?,
         );
         let c = Arc::clone(&inner);
         threads.push(
@@ -889,6 +904,22 @@ enum Completion {
 }
 
 impl Completion {
+    /// Tells the caller the outcome of its durable operation.
+    fn complete(self) {
+        match self {
+            Completion::Appended { entry, done, .. } => done(Ok(AppendOutcome::Appended {
+                base_offset: entry.base_offset,
+                last_offset: entry.end_offset() - 1,
+                max_timestamp: entry.max_ts,
+            })),
+            Completion::Append(done, r) => done(r),
+            Completion::Topic(done, r) => done(r),
+            Completion::Unit(done, r) => done(r),
+            Completion::Offset(done, r) => done(r),
+            Completion::LogStart { part, done, .. } => done(Ok(part.state.lock().log_start)),
+        }
+    }
+
     fn fail(self, e: &str) {
         let err = || LogError::Poisoned(e.to_owned());
         match self {
@@ -912,7 +943,11 @@ impl Inner {
         })
     }
 
-    fn writer_loop(self: Arc<Self>, mut writer: Writer) {
+    fn writer_loop(
+        self: Arc<Self>,
+        mut writer: Writer,
+        acks: std::sync::mpsc::SyncSender<Vec<Completion>>,
+    ) {
         let mut buf: Vec<u8> = Vec::with_capacity(4 * 1024 * 1024);
         let mut last_sync = Instant::now();
         let mut unsynced = false;
@@ -1012,7 +1047,12 @@ impl Inner {
             } else if !buf.is_empty() {
                 unsynced = true;
             }
-            self.publish(completions, writer.segment_start(), writer.position());
+            let done = self.publish(completions, writer.segment_start(), writer.position());
+            if let Err(std::sync::mpsc::SendError(done)) = acks.send(done) {
+                for c in done {
+                    c.complete();
+                }
+            }
             drop(commit_guard);
             if !unsynced {
                 match writer.maybe_roll(&self.segments) {
@@ -1353,7 +1393,8 @@ impl Inner {
     /// Applies a written group to the in-memory state, marks it visible up to `end` and only
     /// then runs the completions: whoever is told an operation is done may take a checkpoint
     /// right away, and that checkpoint must include the operation.
-    fn publish(&self, completions: Vec<Completion>, segment: u64, end: u64) {
+    /// Makes a durable group visible to readers and returns its completions to run.
+    fn publish(&self, completions: Vec<Completion>, segment: u64, end: u64) -> Vec<Completion> {
         let mut touched: Vec<u64> = Vec::new();
         {
             let mut stats = self.seg_stats.lock();
@@ -1399,20 +1440,7 @@ impl Inner {
             self.dirty_streams.lock().extend(touched);
         }
         self.visible.store(end, Ordering::SeqCst);
-        for c in completions {
-            match c {
-                Completion::Appended { entry, done, .. } => done(Ok(AppendOutcome::Appended {
-                    base_offset: entry.base_offset,
-                    last_offset: entry.end_offset() - 1,
-                    max_timestamp: entry.max_ts,
-                })),
-                Completion::Append(done, r) => done(r),
-                Completion::Topic(done, r) => done(r),
-                Completion::Unit(done, r) => done(r),
-                Completion::Offset(done, r) => done(r),
-                Completion::LogStart { part, done, .. } => done(Ok(part.state.lock().log_start)),
-            }
-        }
+        completions
     }
 
     /// Index entries from the checkpoint store, starting with the batch that holds `offset`.

@@ -198,6 +198,11 @@ fn log_scenario(
     let _ = std::fs::remove_dir_all(dir);
     let mut opts = LogOptions::new(dir);
     opts.fsync = fsync;
+    if let Ok(v) = std::env::var("HERALD_BENCH_CHECKPOINT_MIB")
+        && let Ok(mib) = v.parse::<u64>()
+    {
+        opts.checkpoint_bytes = mib * 1024 * 1024;
+    }
     let log = Log::open(opts.clone())?;
 
     let rss_before = rss_kib();
