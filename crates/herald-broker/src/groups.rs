@@ -42,6 +42,71 @@ pub struct PartitionLag {
     pub lag: u64,
 }
 
+/// Where `herald group reset-offsets` moves a group's committed offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTo {
+    Earliest,
+    Latest,
+    Offset(u64),
+    /// The first offset at or after this time (ms since the epoch): replay from a moment.
+    Datetime(i64),
+    ShiftBy(i64),
+}
+
+/// One partition of a reset plan.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ResetRow {
+    pub topic: String,
+    pub partition: u32,
+    pub previous: Option<i64>,
+    pub new: i64,
+}
+
+/// Topics and partitions a group consumes, read from the consumer protocol's assignment bytes
+/// (`ConsumerProtocolAssignment`: version, [topic, [partition]], user data). Bounded by the
+/// bytes present; `None` for anything else (a non-consumer protocol).
+pub fn decode_assignment(b: &[u8]) -> Option<Vec<(String, Vec<i32>)>> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if b.len() < n {
+            return None;
+        }
+        let (head, rest) = b.split_at(n);
+        *b = rest;
+        Some(head)
+    }
+    fn i16_(b: &mut &[u8]) -> Option<i16> {
+        take(b, 2)
+            .and_then(|x| <[u8; 2]>::try_from(x).ok())
+            .map(i16::from_be_bytes)
+    }
+    fn i32_(b: &mut &[u8]) -> Option<i32> {
+        take(b, 4)
+            .and_then(|x| <[u8; 4]>::try_from(x).ok())
+            .map(i32::from_be_bytes)
+    }
+    let mut b = b;
+    if b.is_empty() {
+        return Some(Vec::new());
+    }
+    let _version = i16_(&mut b)?;
+    let topics = usize::try_from(i32_(&mut b)?).ok()?;
+    if topics > b.len() / 6 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(topics);
+    for _ in 0..topics {
+        let len = usize::try_from(i16_(&mut b)?).ok()?;
+        let name = std::str::from_utf8(take(&mut b, len)?).ok()?.to_owned();
+        let n = usize::try_from(i32_(&mut b)?).ok()?;
+        if n > b.len() / 4 {
+            return None;
+        }
+        let parts = (0..n).map(|_| i32_(&mut b)).collect::<Option<Vec<i32>>>()?;
+        out.push((name, parts));
+    }
+    Some(out)
+}
+
 /// Why a group-offset administration request was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -353,6 +418,49 @@ impl Groups {
             .collect();
         self.offsets.commit(group, committed).await?;
         Ok(())
+    }
+
+    /// Computes where a reset would move the group's offsets on the given partitions, without
+    /// changing anything. Targets are clamped to what the log holds.
+    pub async fn plan_reset(
+        &self,
+        group: &str,
+        partitions: Vec<(String, u32)>,
+        to: ResetTo,
+    ) -> Result<Vec<ResetRow>, AdminError> {
+        let mut out = Vec::with_capacity(partitions.len());
+        for (topic, partition) in partitions {
+            let stats = self
+                .log
+                .partition_stats(&topic, partition)
+                .map_err(BrokerError::from)?;
+            let (start, end) = (stats.log_start as i64, stats.high_watermark as i64);
+            let previous = self.offsets.get(group, &topic, partition).map(|c| c.offset);
+            let target = match to {
+                ResetTo::Earliest => start,
+                ResetTo::Latest => end,
+                ResetTo::Offset(o) => i64::try_from(o).unwrap_or(i64::MAX),
+                ResetTo::ShiftBy(n) => previous.unwrap_or(start).saturating_add(n),
+                ResetTo::Datetime(ts) => {
+                    let log = self.log.clone();
+                    let t = topic.clone();
+                    let found = tokio::task::spawn_blocking(move || {
+                        log.offset_for_timestamp(&t, partition, ts)
+                    })
+                    .await
+                    .map_err(|e| BrokerError::Internal(e.to_string()))?
+                    .map_err(BrokerError::from)?;
+                    found.map(|(o, _)| o as i64).unwrap_or(end)
+                }
+            };
+            out.push(ResetRow {
+                topic,
+                partition,
+                previous,
+                new: target.clamp(start, end),
+            });
+        }
+        Ok(out)
     }
 
     /// Lag of every committed partition: high watermark minus committed offset.

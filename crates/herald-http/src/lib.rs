@@ -75,6 +75,12 @@ pub fn router(state: HttpState) -> Router {
         )
         .route("/v1/topics/{topic}/records", post(produce_records))
         .route("/v1/topics/{topic}/events", get(read_events))
+        .route("/v1/groups", get(list_groups))
+        .route(
+            "/v1/groups/{group}",
+            get(describe_group).delete(delete_group),
+        )
+        .route("/v1/groups/{group}/reset-offsets", post(reset_offsets))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             require_api_key,
@@ -168,7 +174,26 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Most `kafka_consumer_lag` series exported; the per-group sums are always complete.
+const MAX_LAG_SERIES: usize = 10_000;
+
 async fn metrics(State(state): State<AppState>) -> Response {
+    let mut per_group: BTreeMap<String, u64> = BTreeMap::new();
+    for (i, l) in state.broker.groups().lag().into_iter().enumerate() {
+        *per_group.entry(l.group.clone()).or_default() += l.lag;
+        if i < MAX_LAG_SERIES {
+            metrics::gauge!(
+                "kafka_consumer_lag",
+                "group" => l.group,
+                "topic" => l.topic,
+                "partition" => l.partition.to_string()
+            )
+            .set(l.lag as f64);
+        }
+    }
+    for (group, lag) in per_group {
+        metrics::gauge!("kafka_consumer_group_lag", "group" => group).set(lag as f64);
+    }
     for (tenant, bytes) in state.broker.bytes_per_tenant() {
         metrics::gauge!("herald_log_bytes", "tenant" => tenant).set(bytes as f64);
     }
@@ -550,6 +575,192 @@ async fn produce_records(
         .map(|(p, o)| json!({"partition": p, "offset": o}))
         .collect();
     Ok(Json(json!({"topic": topic, "records": out})).into_response())
+}
+
+fn group_error(e: herald_broker::groups::AdminError) -> ApiError {
+    use herald_broker::groups::AdminError;
+    use herald_core::group::GroupError;
+    match e {
+        AdminError::GroupActive(_) => {
+            ApiError::new(StatusCode::CONFLICT, "group_active", e.to_string())
+        }
+        AdminError::Group(GroupError::GroupIdNotFound) => ApiError::not_found(e.to_string()),
+        AdminError::Group(g) => ApiError::new(StatusCode::CONFLICT, "group_state", g.to_string()),
+        AdminError::Broker(b) => b.into(),
+    }
+}
+
+async fn list_groups(State(state): State<AppState>) -> Json<Value> {
+    let groups: Vec<Value> = state
+        .broker
+        .groups()
+        .list()
+        .into_iter()
+        .map(|g| json!({"group": g.group_id, "state": g.state.as_str(), "protocol_type": g.protocol_type}))
+        .collect();
+    Json(json!({"groups": groups}))
+}
+
+async fn describe_group(
+    State(state): State<AppState>,
+    Path(group): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let groups = state.broker.groups();
+    let d = groups.describe(&group);
+    let committed = groups.fetch(&group, None);
+    if d.state == herald_core::group::GroupState::Dead && committed.is_empty() {
+        return Err(ApiError::not_found(format!("group {group} does not exist")));
+    }
+    let members: Vec<Value> = d
+        .members
+        .iter()
+        .map(|m| {
+            let assignment: Vec<Value> = herald_broker::groups::decode_assignment(&m.assignment)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(t, p)| json!({"topic": t, "partitions": p}))
+                .collect();
+            json!({
+                "member_id": m.member_id, "group_instance_id": m.group_instance_id,
+                "client_id": m.client_id, "client_host": m.client_host, "assignment": assignment,
+            })
+        })
+        .collect();
+    let mut total = 0u64;
+    let offsets: Vec<Value> = committed
+        .into_iter()
+        .filter_map(|(t, p, c)| {
+            let c = c?;
+            let hw = state
+                .broker
+                .log()
+                .partition_stats(&t, p)
+                .ok()
+                .map(|s| s.high_watermark);
+            let lag = hw.map(|hw| hw.saturating_sub(u64::try_from(c.offset).unwrap_or(0)));
+            total += lag.unwrap_or(0);
+            Some(
+                json!({"topic": t, "partition": p, "committed": c.offset, "metadata": c.metadata,
+                        "high_watermark": hw, "lag": lag}),
+            )
+        })
+        .collect();
+    Ok(Json(json!({
+        "group": group, "state": d.state.as_str(), "protocol_type": d.protocol_type,
+        "protocol": d.protocol_name, "members": members, "offsets": offsets, "lag": total,
+    })))
+}
+
+async fn delete_group(
+    State(state): State<AppState>,
+    Path(group): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .broker
+        .groups()
+        .delete(&group)
+        .await
+        .map_err(group_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetRequest {
+    /// Topic selector (glob).
+    topics: String,
+    /// earliest | latest | offset | datetime | shift-by
+    strategy: String,
+    value: Option<Value>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn reset_offsets(
+    State(state): State<AppState>,
+    Path(group): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    use herald_broker::groups::ResetTo;
+    let req: ResetRequest = parse_body(body)?;
+    let glob = TopicGlob::parse(&req.topics).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let int = |what: &str| -> Result<i64, ApiError> {
+        req.value
+            .as_ref()
+            .and_then(|v| {
+                v.as_i64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })
+            .ok_or_else(|| ApiError::bad_request(format!("strategy {what} needs an integer value")))
+    };
+    let to = match req.strategy.as_str() {
+        "earliest" => ResetTo::Earliest,
+        "latest" => ResetTo::Latest,
+        "offset" => ResetTo::Offset(
+            u64::try_from(int("offset")?)
+                .map_err(|_| ApiError::bad_request("offset must not be negative"))?,
+        ),
+        "shift-by" => ResetTo::ShiftBy(int("shift-by")?),
+        "datetime" => {
+            let text = req
+                .value
+                .as_ref()
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let t =
+                time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "datetime {text:?} is not RFC 3339 (e.g. 2025-11-23T12:00:00Z)"
+                    ))
+                })?;
+            ResetTo::Datetime((t.unix_timestamp_nanos() / 1_000_000) as i64)
+        }
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "strategy {other:?} must be earliest, latest, offset, datetime or shift-by"
+            )));
+        }
+    };
+    let partitions: Vec<(String, u32)> = state
+        .broker
+        .list_topics(None, Some(&glob))
+        .into_iter()
+        .flat_map(|t| (0..t.partitions).map(move |p| (t.name.clone(), p)))
+        .collect();
+    if partitions.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "no topic matches {}",
+            req.topics
+        )));
+    }
+    let groups = state.broker.groups();
+    let d = groups.describe(&group);
+    if !matches!(
+        d.state,
+        herald_core::group::GroupState::Empty | herald_core::group::GroupState::Dead
+    ) {
+        return Err(group_error(herald_broker::groups::AdminError::GroupActive(
+            group,
+        )));
+    }
+    let plan = groups
+        .plan_reset(&group, partitions, to)
+        .await
+        .map_err(group_error)?;
+    if !req.dry_run {
+        let offsets = plan
+            .iter()
+            .map(|r| (r.topic.clone(), r.partition, r.new))
+            .collect();
+        groups
+            .reset_offsets(&group, offsets)
+            .await
+            .map_err(group_error)?;
+    }
+    Ok(Json(
+        json!({"group": group, "dry_run": req.dry_run, "partitions": plan}),
+    ))
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves.

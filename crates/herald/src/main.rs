@@ -32,6 +32,13 @@ enum Command {
         #[command(subcommand)]
         command: client::TopicCommand,
     },
+    /// Inspect and manage consumer groups on a running server.
+    Group {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        command: client::GroupCommand,
+    },
     /// Measure throughput and latency.
     Bench {
         #[command(subcommand)]
@@ -81,6 +88,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(*args).await,
             Command::Topic { conn, command } => client::run_topic(conn, command).await,
+            Command::Group { conn, command } => client::run_group(conn, command).await,
             Command::Bench { command } => bench::run(command).await,
         }
     });
