@@ -1521,15 +1521,15 @@ pub async fn run_group(conn: Connection, cmd: GroupCommand) -> anyhow::Result<()
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }
-            let rows: Vec<Vec<String>> = v["groups"]
+            let rows: Vec<Vec<String>> = field(&v, "groups")
                 .as_array()
                 .map(|a| {
                     a.iter()
                         .map(|g| {
                             vec![
-                                text(&g["group"]),
-                                text(&g["state"]),
-                                text(&g["protocol_type"]),
+                                text(field(g, "group")),
+                                text(field(g, "state")),
+                                text(field(g, "protocol_type")),
                             ]
                         })
                         .collect()
@@ -1551,34 +1551,38 @@ pub async fn run_group(conn: Connection, cmd: GroupCommand) -> anyhow::Result<()
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }
-            println!("GROUP     {}", text(&v["group"]));
-            println!("STATE     {}", text(&v["state"]));
+            println!("GROUP     {}", text(field(&v, "group")));
+            println!("STATE     {}", text(field(&v, "state")));
             println!(
                 "PROTOCOL  {} {}",
-                text(&v["protocol_type"]),
-                text(&v["protocol"])
+                text(field(&v, "protocol_type")),
+                text(field(&v, "protocol"))
             );
-            println!("LAG       {}", text(&v["lag"]));
+            println!("LAG       {}", text(field(&v, "lag")));
             println!();
-            let members: Vec<Vec<String>> = v["members"]
+            let members: Vec<Vec<String>> = field(&v, "members")
                 .as_array()
                 .map(|a| {
                     a.iter()
                         .map(|m| {
-                            let assigned: Vec<String> = m["assignment"]
+                            let assigned: Vec<String> = field(m, "assignment")
                                 .as_array()
                                 .map(|x| {
                                     x.iter()
                                         .map(|t| {
-                                            format!("{}:{}", text(&t["topic"]), t["partitions"])
+                                            format!(
+                                                "{}:{}",
+                                                text(field(t, "topic")),
+                                                field(t, "partitions")
+                                            )
                                         })
                                         .collect()
                                 })
                                 .unwrap_or_default();
                             vec![
-                                text(&m["member_id"]),
-                                text(&m["client_id"]),
-                                text(&m["client_host"]),
+                                text(field(m, "member_id")),
+                                text(field(m, "client_id")),
+                                text(field(m, "client_host")),
                                 assigned.join(" "),
                             ]
                         })
@@ -1590,17 +1594,17 @@ pub async fn run_group(conn: Connection, cmd: GroupCommand) -> anyhow::Result<()
                 table(&["MEMBER", "CLIENT-ID", "HOST", "ASSIGNMENT"], &members)
             );
             println!();
-            let offsets: Vec<Vec<String>> = v["offsets"]
+            let offsets: Vec<Vec<String>> = field(&v, "offsets")
                 .as_array()
                 .map(|a| {
                     a.iter()
                         .map(|o| {
                             vec![
-                                text(&o["topic"]),
-                                text(&o["partition"]),
-                                text(&o["committed"]),
-                                text(&o["high_watermark"]),
-                                text(&o["lag"]),
+                                text(field(o, "topic")),
+                                text(field(o, "partition")),
+                                text(field(o, "committed")),
+                                text(field(o, "high_watermark")),
+                                text(field(o, "lag")),
                             ]
                         })
                         .collect()
@@ -1640,16 +1644,16 @@ pub async fn run_group(conn: Connection, cmd: GroupCommand) -> anyhow::Result<()
                     REQUEST_TIMEOUT,
                 )
                 .await?;
-            let rows: Vec<Vec<String>> = v["partitions"]
+            let rows: Vec<Vec<String>> = field(&v, "partitions")
                 .as_array()
                 .map(|x| {
                     x.iter()
                         .map(|r| {
                             vec![
-                                text(&r["topic"]),
-                                text(&r["partition"]),
-                                text(&r["previous"]),
-                                text(&r["new"]),
+                                text(field(r, "topic")),
+                                text(field(r, "partition")),
+                                text(field(r, "previous")),
+                                text(field(r, "new")),
                             ]
                         })
                         .collect()
@@ -1689,6 +1693,11 @@ pub async fn run_group(conn: Connection, cmd: GroupCommand) -> anyhow::Result<()
             Ok(())
         }
     }
+}
+
+/// A field of a JSON object, `null` when absent.
+fn field<'a>(v: &'a Value, key: &str) -> &'a Value {
+    v.get(key).unwrap_or(&Value::Null)
 }
 
 fn text(v: &Value) -> String {
