@@ -202,12 +202,27 @@ impl Groups {
         }
     }
 
-    async fn wait<T>(
+    /// Runs one coordinator call and, if its answer must wait for a rebalance, waits for it.
+    /// `Ok` is an immediate answer, `Err` the completion delivered later.
+    async fn call<T>(
         &self,
-        reply: Reply<T>,
-        changed: Vec<(String, Option<GroupSnapshot>)>,
-        rx: Option<oneshot::Receiver<Completion>>,
+        f: impl FnOnce(&mut GroupCoordinator, u64) -> Reply<T>,
     ) -> Option<Result<T, Completion>> {
+        let (reply, changed, rx) = {
+            let mut inner = self.inner.lock();
+            let now = self.now();
+            let reply = f(&mut inner.coord, now);
+            let rx = match &reply {
+                Reply::Pending(t) => {
+                    let (tx, rx) = oneshot::channel();
+                    inner.waiters.insert(t.0, tx);
+                    Some(rx)
+                }
+                Reply::Ready(_) => None,
+            };
+            let changed = Self::settle(&mut inner);
+            (reply, changed, rx)
+        };
         self.persist(changed).await;
         self.wake.notify_one();
         match reply {
@@ -218,22 +233,7 @@ impl Groups {
 
     pub async fn join(&self, req: JoinRequest) -> JoinResponse {
         let member = req.member_id.clone();
-        let (reply, changed, rx) = {
-            let mut inner = self.inner.lock();
-            let now = self.now();
-            let reply = inner.coord.join(req, now);
-            let rx = match &reply {
-                Reply::Pending(t) => {
-                    let (tx, rx) = oneshot::channel();
-                    inner.waiters.insert(t.0, tx);
-                    Some(rx)
-                }
-                Reply::Ready(_) => None,
-            };
-            let changed = Self::settle(&mut inner);
-            (reply, changed, rx)
-        };
-        match self.wait(reply, changed, rx).await {
+        match self.call(|c, now| c.join(req, now)).await {
             Some(Ok(r)) | Some(Err(Completion::Join(r))) => r,
             _ => JoinResponse {
                 member_id: member,
@@ -243,22 +243,7 @@ impl Groups {
     }
 
     pub async fn sync(&self, req: SyncRequest) -> SyncResponse {
-        let (reply, changed, rx) = {
-            let mut inner = self.inner.lock();
-            let now = self.now();
-            let reply = inner.coord.sync(req, now);
-            let rx = match &reply {
-                Reply::Pending(t) => {
-                    let (tx, rx) = oneshot::channel();
-                    inner.waiters.insert(t.0, tx);
-                    Some(rx)
-                }
-                Reply::Ready(_) => None,
-            };
-            let changed = Self::settle(&mut inner);
-            (reply, changed, rx)
-        };
-        match self.wait(reply, changed, rx).await {
+        match self.call(|c, now| c.sync(req, now)).await {
             Some(Ok(r)) | Some(Err(Completion::Sync(r))) => r,
             _ => Err(GroupError::RebalanceInProgress),
         }
