@@ -699,121 +699,116 @@ async fn list_offsets(
 }
 
 async fn create_topics(conn: &Connection, req: CreateTopicsRequest) -> CreateTopicsResponse {
+    // Topics are created concurrently so that their journal frames share fsyncs.
+    let validate_only = req.validate_only;
+    let results = join_all(
+        req.topics
+            .into_iter()
+            .map(|t| create_topic(conn, t, validate_only)),
+    )
+    .await;
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+async fn create_topic(
+    conn: &Connection,
+    t: kafka_protocol::messages::create_topics_request::CreatableTopic,
+    validate_only: bool,
+) -> CreatableTopicResult {
     let broker = &conn.ctx.broker;
-    let mut results = Vec::with_capacity(req.topics.len());
-    for t in req.topics {
-        let name = topic_name(&t.name).to_owned();
-        let result = CreatableTopicResult::default()
-            .with_name(t.name.clone())
-            .with_num_partitions(-1)
-            .with_replication_factor(-1);
-        let config: BTreeMap<String, String> = t
-            .configs
-            .iter()
-            .filter_map(|c| {
-                c.value
-                    .as_ref()
-                    .map(|v| (c.name.as_str().to_owned(), v.as_str().to_owned()))
+    let name = topic_name(&t.name).to_owned();
+    let result = CreatableTopicResult::default()
+        .with_name(t.name.clone())
+        .with_num_partitions(-1)
+        .with_replication_factor(-1);
+    let config: BTreeMap<String, String> = t
+        .configs
+        .iter()
+        .filter_map(|c| {
+            c.value
+                .as_ref()
+                .map(|v| (c.name.as_str().to_owned(), v.as_str().to_owned()))
+        })
+        .collect();
+    if t.replication_factor > 1 {
+        return result
+            .with_error_code(errors::INVALID_REPLICATION_FACTOR)
+            .with_error_message(Some(s(format!(
+                "replication factor {} is larger than the number of brokers (1)",
+                t.replication_factor
+            ))));
+    }
+    if !t.assignments.is_empty() {
+        return result
+            .with_error_code(errors::INVALID_REQUEST)
+            .with_error_message(Some(s("manual replica assignment is not supported")));
+    }
+    let partitions = match t.num_partitions {
+        -1 => None,
+        n if n >= 1 => Some(n as u32),
+        n => {
+            return result
+                .with_error_code(errors::INVALID_PARTITIONS)
+                .with_error_message(Some(s(format!("{n} partitions is not a valid count"))));
+        }
+    };
+    if let Err(e) =
+        herald_core::validate_topic_name(&name).and_then(|_| broker.grammar().classify(&name))
+    {
+        return result
+            .with_error_code(errors::INVALID_TOPIC_EXCEPTION)
+            .with_error_message(Some(s(e.to_string())));
+    }
+    if validate_only {
+        let r = match (broker.log().topic(&name), broker.validate_config(&config)) {
+            (Some(_), _) => result
+                .with_error_code(errors::TOPIC_ALREADY_EXISTS)
+                .with_error_message(Some(s(format!("topic {name} already exists")))),
+            (None, Err(e)) => result
+                .with_error_code(errors::INVALID_CONFIG)
+                .with_error_message(Some(s(e.to_string()))),
+            (None, Ok(())) => result.with_error_code(errors::NONE),
+        };
+        return r;
+    }
+    match broker.create_topic(&name, partitions, config).await {
+        Ok(d) => {
+            let info = broker.log().topic(&name);
+            let configs = config_entries(
+                &info.as_ref().map(|i| i.config.clone()).unwrap_or_default(),
+                broker.config().default_retention_ms,
+            )
+            .into_iter()
+            .map(|e| {
+                CreatableTopicConfigs::default()
+                    .with_name(s(e.name))
+                    .with_value(Some(s(e.value)))
+                    .with_read_only(e.read_only)
+                    .with_config_source(if e.is_set { 1 } else { 5 })
             })
             .collect();
-        if t.replication_factor > 1 {
-            results.push(
-                result
-                    .with_error_code(errors::INVALID_REPLICATION_FACTOR)
-                    .with_error_message(Some(s(format!(
-                        "replication factor {} is larger than the number of brokers (1)",
-                        t.replication_factor
-                    )))),
-            );
-            continue;
-        }
-        if !t.assignments.is_empty() {
-            results.push(
-                result
-                    .with_error_code(errors::INVALID_REQUEST)
-                    .with_error_message(Some(s("manual replica assignment is not supported"))),
-            );
-            continue;
-        }
-        let partitions = match t.num_partitions {
-            -1 => None,
-            n if n >= 1 => Some(n as u32),
-            n => {
-                results.push(
-                    result
-                        .with_error_code(errors::INVALID_PARTITIONS)
-                        .with_error_message(Some(s(format!(
-                            "{n} partitions is not a valid count"
-                        )))),
-                );
-                continue;
-            }
-        };
-        if let Err(e) =
-            herald_core::validate_topic_name(&name).and_then(|_| broker.grammar().classify(&name))
-        {
-            results.push(
-                result
-                    .with_error_code(errors::INVALID_TOPIC_EXCEPTION)
-                    .with_error_message(Some(s(e.to_string()))),
-            );
-            continue;
-        }
-        if req.validate_only {
-            let r = match (broker.log().topic(&name), broker.validate_config(&config)) {
-                (Some(_), _) => result
-                    .with_error_code(errors::TOPIC_ALREADY_EXISTS)
-                    .with_error_message(Some(s(format!("topic {name} already exists")))),
-                (None, Err(e)) => result
-                    .with_error_code(errors::INVALID_CONFIG)
-                    .with_error_message(Some(s(e.to_string()))),
-                (None, Ok(())) => result.with_error_code(errors::NONE),
-            };
-            results.push(r);
-            continue;
-        }
-        match broker.create_topic(&name, partitions, config).await {
-            Ok(d) => {
-                let info = broker.log().topic(&name);
-                let configs = config_entries(
-                    &info.as_ref().map(|i| i.config.clone()).unwrap_or_default(),
-                    broker.config().default_retention_ms,
+
+            result
+                .with_topic_id(
+                    info.map(|i| topic_id(&name, i.created_ms))
+                        .unwrap_or_default(),
                 )
-                .into_iter()
-                .map(|e| {
-                    CreatableTopicConfigs::default()
-                        .with_name(s(e.name))
-                        .with_value(Some(s(e.value)))
-                        .with_read_only(e.read_only)
-                        .with_config_source(if e.is_set { 1 } else { 5 })
-                })
-                .collect();
-                results.push(
-                    result
-                        .with_topic_id(
-                            info.map(|i| topic_id(&name, i.created_ms))
-                                .unwrap_or_default(),
-                        )
-                        .with_num_partitions(d.partitions.len() as i32)
-                        .with_replication_factor(1)
-                        .with_configs(Some(configs)),
-                );
-            }
-            Err(e) => {
-                let code = match &e {
-                    BrokerError::Conflict(_) => errors::TOPIC_ALREADY_EXISTS,
-                    BrokerError::Invalid(_) => errors::INVALID_CONFIG,
-                    other => code(other),
-                };
-                results.push(
-                    result
-                        .with_error_code(code)
-                        .with_error_message(Some(s(e.to_string()))),
-                );
-            }
+                .with_num_partitions(d.partitions.len() as i32)
+                .with_replication_factor(1)
+                .with_configs(Some(configs))
+        }
+        Err(e) => {
+            let code = match &e {
+                BrokerError::Conflict(_) => errors::TOPIC_ALREADY_EXISTS,
+                BrokerError::Invalid(_) => errors::INVALID_CONFIG,
+                other => code(other),
+            };
+
+            result
+                .with_error_code(code)
+                .with_error_message(Some(s(e.to_string())))
         }
     }
-    CreateTopicsResponse::default().with_topics(results)
 }
 
 async fn delete_topics(conn: &Connection, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
