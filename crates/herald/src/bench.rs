@@ -485,7 +485,7 @@ fn machine() -> String {
 
 fn filesystem(dir: &Path) -> String {
     let out = std::process::Command::new("df")
-        .args(["-T", "--output=fstype,source"])
+        .args(["--output=fstype,source"])
         .arg(dir)
         .output();
     match out {
