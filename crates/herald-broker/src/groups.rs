@@ -448,6 +448,11 @@ impl Groups {
         Ok(out)
     }
 
+    /// Forgets every group's committed offsets for a deleted topic.
+    pub async fn forget_topic(&self, topic: &str) -> Result<(), BrokerError> {
+        self.offsets.forget_topic(topic).await
+    }
+
     /// Lag of every committed partition: high watermark minus committed offset.
     pub fn lag(&self) -> Vec<PartitionLag> {
         self.offsets

@@ -725,6 +725,10 @@ impl Broker {
             .await
             .map_err(|e| BrokerError::Internal(e.to_string()))??;
         self.notifier.notify_topic_deleted(name);
+        // Kafka forgets committed offsets of a deleted topic.
+        if let Err(e) = self.groups.forget_topic(name).await {
+            tracing::warn!(topic = %name, error = %e, "removing committed offsets of a deleted topic failed");
+        }
         tracing::info!(topic = %name, "topic deleted");
         Ok(())
     }

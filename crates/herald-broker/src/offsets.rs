@@ -272,6 +272,23 @@ impl OffsetStore {
         Ok(keys.len())
     }
 
+    /// Deletes every group's committed offsets for a topic (the topic was deleted).
+    pub async fn forget_topic(&self, topic: &str) -> Result<(), BrokerError> {
+        let mut by_group: BTreeMap<String, Vec<(String, u32)>> = BTreeMap::new();
+        {
+            let state = self.state.lock();
+            for ((g, t, p), (_, c)) in &state.offsets {
+                if t == topic && c.is_some() {
+                    by_group.entry(g.clone()).or_default().push((t.clone(), *p));
+                }
+            }
+        }
+        for (group, partitions) in by_group {
+            self.delete(&group, Some(partitions)).await?;
+        }
+        Ok(())
+    }
+
     /// Stores (or with `None` removes) a group's metadata snapshot.
     pub async fn put_group(
         &self,

@@ -177,33 +177,62 @@ async fn ready(State(state): State<AppState>) -> Response {
 /// Most `kafka_consumer_lag` series exported; the per-group sums are always complete.
 const MAX_LAG_SERIES: usize = 10_000;
 
-async fn metrics(State(state): State<AppState>) -> Response {
-    let mut per_group: BTreeMap<String, u64> = BTreeMap::new();
-    for (i, l) in state.broker.groups().lag().into_iter().enumerate() {
-        *per_group.entry(l.group.clone()).or_default() += l.lag;
+/// A Prometheus label value with `\`, `"` and newlines escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Consumer lag as Prometheus text, computed at scrape time from the committed offsets, so a
+/// deleted group or topic leaves no stale series behind.
+fn lag_exposition(broker: &Broker) -> String {
+    use std::fmt::Write as _;
+    let lags = broker.groups().lag();
+    let mut out = String::new();
+    let mut per_group: BTreeMap<&str, u64> = BTreeMap::new();
+    let _ = writeln!(
+        out,
+        "# HELP kafka_consumer_lag High watermark minus committed offset, per group and partition"
+    );
+    let _ = writeln!(out, "# TYPE kafka_consumer_lag gauge");
+    for (i, l) in lags.iter().enumerate() {
+        *per_group.entry(&l.group).or_default() += l.lag;
         if i < MAX_LAG_SERIES {
-            metrics::gauge!(
-                "kafka_consumer_lag",
-                "group" => l.group,
-                "topic" => l.topic,
-                "partition" => l.partition.to_string()
-            )
-            .set(l.lag as f64);
+            let _ = writeln!(
+                out,
+                "kafka_consumer_lag{{group=\"{}\",topic=\"{}\",partition=\"{}\"}} {}",
+                label(&l.group),
+                label(&l.topic),
+                l.partition,
+                l.lag
+            );
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP kafka_consumer_group_lag Sum of kafka_consumer_lag over a group's partitions"
+    );
+    let _ = writeln!(out, "# TYPE kafka_consumer_group_lag gauge");
     for (group, lag) in per_group {
-        metrics::gauge!("kafka_consumer_group_lag", "group" => group).set(lag as f64);
+        let _ = writeln!(
+            out,
+            "kafka_consumer_group_lag{{group=\"{}\"}} {lag}",
+            label(group)
+        );
     }
+    out
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
     for (tenant, bytes) in state.broker.bytes_per_tenant() {
         metrics::gauge!("herald_log_bytes", "tenant" => tenant).set(bytes as f64);
     }
     metrics::gauge!("herald_topics").set(state.broker.log().topic_count() as f64);
     metrics::gauge!("herald_journal_segments").set(state.broker.log().segment_count() as f64);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        (state.render_metrics)(),
-    )
-        .into_response()
+    let mut body = (state.render_metrics)();
+    body.push_str(&lag_exposition(&state.broker));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 async fn publish_events(

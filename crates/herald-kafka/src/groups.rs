@@ -452,12 +452,20 @@ pub fn list_groups(conn: &Connection, req: ListGroupsRequest) -> ListGroupsRespo
 }
 
 pub fn describe_groups(conn: &Connection, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let include_operations = req.include_authorized_operations;
     let groups = req
         .groups
         .into_iter()
         .map(|g| {
             let d = conn.ctx.broker.groups().describe(g.0.as_str());
+            // With no authorizer, Kafka reports READ, DELETE and DESCRIBE on a group.
+            let operations = if include_operations {
+                (1 << 3) | (1 << 6) | (1 << 8)
+            } else {
+                i32::MIN
+            };
             DescribedGroup::default()
+                .with_authorized_operations(operations)
                 .with_group_id(g)
                 .with_group_state(s(d.state.as_str()))
                 .with_protocol_type(s(d.protocol_type))
