@@ -446,3 +446,102 @@ async fn long_poll_wakes_on_publish() {
         "woken by the append, not the timeout"
     );
 }
+
+#[tokio::test]
+async fn group_cli_lists_describes_resets_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], &[]);
+    for _ in 0..5 {
+        let (s, b) = server.post("/v1/events", SEED_EVENT).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    // A group that only has committed offsets: set them with a reset (the group has no members).
+    let out = server.cli(
+        &[
+            "group",
+            "reset-offsets",
+            "audit-logger",
+            "--topic",
+            "smarteros.*.*.*",
+            "--to-offset",
+            "2",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(SEED_TOPIC) && text.contains(" 2"), "{text}");
+
+    let out = server.cli(&["group", "list"], None);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("audit-logger"));
+
+    let out = server.cli(&["group", "describe", "audit-logger", "--json"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["offsets"][0]["committed"], 2);
+    assert_eq!(d["offsets"][0]["high_watermark"], 5);
+    assert_eq!(d["lag"], 3, "lag is high watermark minus committed");
+    let metrics = server
+        .client()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            r#"kafka_consumer_lag{{group="audit-logger",topic="{SEED_TOPIC}",partition="0"}} 3"#
+        )),
+        "{metrics}"
+    );
+
+    let out = server.cli(
+        &[
+            "group",
+            "reset-offsets",
+            "audit-logger",
+            "--topic",
+            SEED_TOPIC,
+            "--shift-by",
+            "-1",
+            "--dry-run",
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dry run"));
+    let (_, d) = server.get("/v1/groups/audit-logger").await;
+    assert_eq!(d["offsets"][0]["committed"], 2, "a dry run changes nothing");
+
+    let out = server.cli(&["group", "delete", "audit-logger"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (s, _) = server.get("/v1/groups/audit-logger").await;
+    assert_eq!(s, 404);
+    let metrics = server
+        .client()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("group=\"audit-logger\""),
+        "no stale lag series"
+    );
+}
