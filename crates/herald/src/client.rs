@@ -848,8 +848,9 @@ struct Event {
     key: Value,
     #[serde(default)]
     key_format: String,
+    /// Kept as the server sent it: JSON values are stored bytes, printed without re-encoding.
     #[serde(default)]
-    value: Value,
+    value: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
     format: String,
     #[serde(default)]
@@ -865,7 +866,7 @@ struct ConsumedLine<'a> {
     key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     key_encoding: Option<&'static str>,
-    value: &'a Value,
+    value: Option<&'a serde_json::value::RawValue>,
     /// Present only for values that are not UTF-8, so they are not mistaken for text.
     #[serde(skip_serializing_if = "Option::is_none")]
     value_encoding: Option<&'static str>,
@@ -900,17 +901,21 @@ fn render(topic: &str, e: &Event, format: OutputFormat) -> anyhow::Result<Vec<u8
             timestamp: e.timestamp,
             key: key_text(&e.key),
             key_encoding: base64_marker(&e.key_format),
-            value: &e.value,
+            value: e.value.as_deref(),
             value_encoding: base64_marker(&e.format),
             headers: &e.headers,
         })?,
-        OutputFormat::Value => match (&e.value, e.format.as_str()) {
-            (Value::Null, _) => Vec::new(),
-            (Value::String(s), "base64") => base64::engine::general_purpose::STANDARD
-                .decode(s)
-                .unwrap_or_else(|_| s.clone().into_bytes()),
-            (Value::String(s), "utf8") => s.clone().into_bytes(),
-            (v, _) => serde_json::to_vec(v)?,
+        OutputFormat::Value => match (e.value.as_deref(), e.format.as_str()) {
+            (None, _) => Vec::new(),
+            (Some(raw), "base64") => {
+                let s: String = serde_json::from_str(raw.get())?;
+                base64::engine::general_purpose::STANDARD
+                    .decode(&s)
+                    .unwrap_or_else(|_| s.into_bytes())
+            }
+            (Some(raw), "utf8") => serde_json::from_str::<String>(raw.get())?.into_bytes(),
+            // JSON values: the stored bytes, exactly as produced.
+            (Some(raw), _) => raw.get().as_bytes().to_vec(),
         },
     };
     line.push(b'\n');

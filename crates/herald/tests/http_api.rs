@@ -545,3 +545,86 @@ async fn group_cli_lists_describes_resets_and_deletes() {
         "no stale lag series"
     );
 }
+
+#[tokio::test]
+async fn topic_cli_creates_describes_alters_produces_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], &[]);
+    let topic = "smarteros.76953480-3.test.event_test";
+    let ok = |out: &std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+
+    let out = server.cli(&["topic", "create", topic, "--partitions", "3"], None);
+    ok(&out);
+    let out = server.cli(&["topic", "create", topic], None);
+    assert!(!out.status.success(), "creating it twice fails");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+
+    // The seed's rpk test: one record per stdin line.
+    let out = server.cli(
+        &["topic", "produce", topic, "--partition", "1"],
+        Some("{\"test\": \"event\"}\nsecond line\n"),
+    );
+    ok(&out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("Produced to partition 1")
+            .count(),
+        2
+    );
+
+    let out = server.cli(
+        &[
+            "topic",
+            "alter-config",
+            topic,
+            "--set",
+            "retention.ms=7776000000",
+        ],
+        None,
+    );
+    ok(&out);
+    let out = server.cli(&["topic", "describe", topic, "--json"], None);
+    ok(&out);
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["config"]["retention.ms"], "7776000000");
+    assert_eq!(d["partitions"].as_array().unwrap().len(), 3);
+    assert_eq!(d["partitions"][1]["high_watermark"], 2);
+
+    let out = server.cli(
+        &[
+            "topic",
+            "consume",
+            topic,
+            "--partition",
+            "1",
+            "--format",
+            "value",
+        ],
+        None,
+    );
+    ok(&out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"test\": \"event\"}\nsecond line\n",
+        "values come back byte for byte"
+    );
+
+    let out = server.cli(
+        &["topic", "alter-config", topic, "--set", "retention.ms=soon"],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("retention.ms"));
+
+    let out = server.cli(&["topic", "delete", topic], None);
+    ok(&out);
+    let out = server.cli(&["topic", "describe", topic], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
