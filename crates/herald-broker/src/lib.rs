@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use herald_core::{
-    Envelope, TopicGlob, TopicGrammar, TopicKind, UnknownFields, check_value_against_topic,
-    parse_envelope,
+    Envelope, TopicGlob, TopicGrammar, TopicKind, UnknownFields, check_value_against_tenant_topic,
+    check_value_against_topic, parse_envelope,
 };
 use herald_log::{AppendOutcome, IdemKey, Log, LogError, Record, TopicConfig, TopicInfo};
 use serde::Serialize;
@@ -548,15 +548,21 @@ impl Broker {
             .config
             .get("herald.envelope")
             .is_some_and(|v| v == "strict");
-        let tenant_topic = self.grammar.tenant_of(topic).is_some();
+        // Classified once per batch: the envelope check and the metric labels both need it.
+        let tenant_topic = match self.grammar.classify(topic) {
+            Ok(TopicKind::Tenant(t)) => Some(t),
+            _ => None,
+        };
         let count = u64::try_from(header.record_count).unwrap_or(0);
-        if tenant_topic || strict {
+        if tenant_topic.is_some() || strict {
             // Decoding also proves a compressed batch is well-formed before it is stored.
             let records = herald_log::batch::decode(&batch)?;
             for (i, r) in records.iter().enumerate() {
                 let value = r.value.as_deref().unwrap_or_default();
-                check_value_against_topic(&self.grammar, topic, value)
-                    .map_err(|e| BrokerError::InvalidEvent(format!("record {i}: {e}")))?;
+                if let Some(t) = &tenant_topic {
+                    check_value_against_tenant_topic(t, topic, value)
+                        .map_err(|e| BrokerError::InvalidEvent(format!("record {i}: {e}")))?;
+                }
                 if strict {
                     let v: serde_json::Value = serde_json::from_slice(value).map_err(|_| {
                         BrokerError::InvalidEvent(format!(
@@ -571,14 +577,9 @@ impl Broker {
         let base_offset = match append(&self.log, topic, partition, batch, Vec::new()).await? {
             AppendOutcome::Appended { base_offset, .. } => {
                 self.notifier.notify(topic, partition);
-                let tenant = self
-                    .grammar
-                    .tenant_of(topic)
-                    .map(|t| self.tenant_labels.label(t.as_str()))
-                    .unwrap_or_else(|| "_none".to_owned());
-                let service = match self.grammar.classify(topic) {
-                    Ok(TopicKind::Tenant(t)) => t.service,
-                    _ => "_none".to_owned(),
+                let (tenant, service) = match tenant_topic {
+                    Some(t) => (self.tenant_labels.label(t.tenant.as_str()), t.service),
+                    None => ("_none".to_owned(), "_none".to_owned()),
                 };
                 metrics::counter!("events_published_total", "tenant" => tenant, "service" => service).increment(count);
                 metrics::histogram!("event_publish_duration_seconds", "interface" => "kafka")

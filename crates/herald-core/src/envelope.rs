@@ -12,7 +12,7 @@ use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
 use crate::error::{EnvelopeError, preview};
 use crate::tenant::TenantId;
-use crate::topic::{TopicGrammar, TopicKind, validate_token};
+use crate::topic::{TenantTopic, TopicGrammar, TopicKind, validate_token};
 
 /// Longest `user_id`, in characters.
 pub const MAX_USER_ID_LEN: usize = 256;
@@ -404,15 +404,32 @@ pub fn check_value_against_topic(
 ) -> Result<(), EnvelopeError> {
     // Raw (non-JSON) records are the common non-envelope case; looking at one byte keeps them
     // from costing a parse.
-    let first = value
-        .iter()
-        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
-    if first != Some(&b'{') {
+    if !looks_like_object(value) {
         return Ok(());
     }
     let Ok(TopicKind::Tenant(t)) = g.classify(topic) else {
         return Ok(());
     };
+    check_value_against_tenant_topic(&t, topic, value)
+}
+
+fn looks_like_object(value: &[u8]) -> bool {
+    let first = value
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    first == Some(&b'{')
+}
+
+/// [`check_value_against_topic`] for a topic already classified, so that checking every record
+/// of a batch parses the topic name once.
+pub fn check_value_against_tenant_topic(
+    t: &TenantTopic,
+    topic: &str,
+    value: &[u8],
+) -> Result<(), EnvelopeError> {
+    if !looks_like_object(value) {
+        return Ok(());
+    }
     let expected = Expected {
         topic,
         tenant_id: t.tenant.as_str(),

@@ -19,7 +19,8 @@ pub mod tenant;
 pub mod topic;
 
 pub use envelope::{
-    Envelope, EnvelopeMetadata, UnknownFields, check_value_against_topic, parse_envelope,
+    Envelope, EnvelopeMetadata, UnknownFields, check_value_against_tenant_topic,
+    check_value_against_topic, parse_envelope,
 };
 pub use error::{EnvelopeError, GrammarError};
 pub use glob::TopicGlob;
