@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 
 pub use error::BrokerError;
 pub use metrics_labels::LabelLimiter;
-pub use notify::Notifier;
+pub use notify::{AppendTap, Notifier};
 pub use partitioner::murmur2_partition;
 
 /// Settings of the publish pipeline and topic administration.
@@ -809,6 +809,10 @@ impl Broker {
         self.log
             .list_topics(&prefix)
             .into_iter()
+            .filter(|t| {
+                !t.name
+                    .starts_with(herald_core::topic::CHANNEL_STREAM_PREFIX)
+            })
             .filter(|t| selector.is_none_or(|g| g.matches(&t.name)))
             .collect()
     }

@@ -11,6 +11,22 @@ use tokio::sync::watch;
 #[derive(Default)]
 pub struct Notifier {
     channels: Mutex<HashMap<PartitionKey, watch::Sender<u64>>>,
+    tap: Mutex<Option<Arc<AppendTap>>>,
+}
+
+/// Partitions that received records since the tap's owner last looked: a set (bounded by the
+/// number of partitions) and a wake-up. Used by in-process consumers such as channel routes.
+#[derive(Default)]
+pub struct AppendTap {
+    dirty: Mutex<std::collections::HashSet<PartitionKey>>,
+    pub wake: tokio::sync::Notify,
+}
+
+impl AppendTap {
+    /// The partitions appended to since the last call.
+    pub fn take(&self) -> Vec<(Arc<str>, u32)> {
+        self.dirty.lock().drain().collect()
+    }
 }
 
 type PartitionKey = (Arc<str>, u32);
@@ -33,7 +49,16 @@ impl Notifier {
         Waiter { rx: tx.subscribe() }
     }
 
+    /// Installs the append tap (one per process) and returns it.
+    pub fn tap(&self) -> Arc<AppendTap> {
+        Arc::clone(self.tap.lock().get_or_insert_with(Default::default))
+    }
+
     pub fn notify(&self, topic: &str, partition: u32) {
+        if let Some(tap) = self.tap.lock().as_ref() {
+            tap.dirty.lock().insert((Arc::from(topic), partition));
+            tap.wake.notify_one();
+        }
         let mut map = self.channels.lock();
         let key: PartitionKey = (Arc::from(topic), partition);
         if let Some(tx) = map.get(&key) {

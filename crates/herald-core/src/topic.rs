@@ -13,6 +13,10 @@ pub const MAX_TOKEN_LEN: usize = 64;
 /// Topics whose names start with this belong to Herald itself (DLQs, audit, offsets).
 pub const INTERNAL_TOPIC_PREFIX: &str = "_herald";
 
+/// Streams of real-time channels: internal topics that only the gateway reads and writes, not
+/// listed to Kafka or HTTP clients.
+pub const CHANNEL_STREAM_PREFIX: &str = "_herald.ch.";
+
 /// The prefix of the seed's topic naming, `smarteros.{tenant_id}.{service}.{event_type}`.
 pub const DEFAULT_PREFIX: &str = "smarteros";
 

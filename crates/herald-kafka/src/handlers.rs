@@ -349,6 +349,10 @@ async fn metadata(conn: &Connection, req: MetadataRequest, version: i16) -> Meta
             .log()
             .list_topics("")
             .iter()
+            .filter(|t| {
+                !t.name
+                    .starts_with(herald_core::topic::CHANNEL_STREAM_PREFIX)
+            })
             .map(|t| metadata_topic(conn, t, topic_ops))
             .collect(),
         Some(names) => {

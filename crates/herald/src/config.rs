@@ -54,6 +54,8 @@ pub struct Config {
     pub topics: TopicsConfig,
     pub groups: GroupsConfig,
     pub metrics: MetricsConfig,
+    /// The real-time gateway: JWT, namespaces, limits, routes.
+    pub realtime: herald_realtime::Config,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -166,6 +168,7 @@ impl Default for Config {
             topics: TopicsConfig::default(),
             groups: GroupsConfig::default(),
             metrics: MetricsConfig::default(),
+            realtime: herald_realtime::Config::default(),
         }
     }
 }
@@ -271,6 +274,13 @@ impl Config {
                 "HERALD_IDEMPOTENCY_WINDOW_SECS" => {
                     cfg.topics.idempotency_window_secs = parse_env(k, v)?
                 }
+                "HERALD_RATE_LIMIT_WINDOW" => {
+                    cfg.realtime.rate_limits.window_secs = parse_env(k, v)?
+                }
+                "HERALD_RATE_LIMIT_MAX_REQUESTS" => {
+                    cfg.realtime.rate_limits.max_requests = parse_env(k, v)?
+                }
+                "HERALD_ENABLE_RATE_LIMIT" => cfg.realtime.rate_limits.enabled = parse_env(k, v)?,
                 other if OTHER_ENV_VARS.contains(&other) => {}
                 other => tracing::warn!(
                     variable = other,
@@ -312,6 +322,7 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         self.http_addr()?;
+        self.realtime.validate().map_err(anyhow::Error::msg)?;
         self.kafka_listeners()?;
         self.fsync_policy()?;
         herald_core::TopicGrammar::new(&self.topic_prefix)

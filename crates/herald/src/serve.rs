@@ -93,7 +93,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(k) => (k.clone(), false),
         None => stored_secret(&cfg.data_dir, "admin-api-key", "hk_")?,
     };
-    let (_jwt_secret, jwt_generated) = match &cfg.jwt_secret {
+    let (jwt_secret, jwt_generated) = match &cfg.jwt_secret {
         Some(s) => (s.clone(), false),
         None => stored_secret(&cfg.data_dir, "jwt-secret", "")?,
     };
@@ -142,6 +142,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
     let http_local = listener.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let gateway = herald_realtime::Gateway::new(
+        Arc::clone(&broker),
+        cfg.realtime.clone(),
+        Some(jwt_secret),
+        admin_key.clone(),
+        stop_rx.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("realtime: {e}"))?;
+    let _routes = gateway
+        .start_routes()
+        .map_err(|e| anyhow::anyhow!("realtime routes: {e}"))?;
     let router = herald_http::router(HttpState {
         broker: Arc::clone(&broker),
         admin_api_key: admin_key.clone(),
@@ -151,9 +163,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_events_per_request: cfg.http.max_events_per_request,
             ..HttpLimits::default()
         },
-    });
+    })
+    .merge(gateway.router());
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let kafka_ctx = Arc::new(herald_kafka::KafkaContext::new(
         Arc::clone(&broker),
         herald_kafka::KafkaConfig {
@@ -227,7 +239,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let _ = writeln!(
         out,
-        "  HTTP API        http://{http_local}  (events, topics, /metrics, /health)"
+        "  WebSocket       ws://{http_local}/connection/websocket  (Centrifugo protocol)"
+    );
+    let _ = writeln!(
+        out,
+        "  HTTP API        http://{http_local}  (events, topics, /api, /metrics, /health)"
     );
     let _ = out.flush();
     drop(out);
@@ -272,5 +288,25 @@ fn describe_metrics() {
         "Bytes stored per tenant"
     );
     metrics::describe_gauge!("herald_topics", "Topics in the log");
+    metrics::describe_gauge!(
+        "active_connections",
+        "Open real-time connections (WebSocket and SSE)"
+    );
+    metrics::describe_gauge!(
+        "realtime_subscriptions",
+        "Channel subscriptions of open connections"
+    );
+    metrics::describe_counter!(
+        "realtime_messages_sent_total",
+        "Protocol messages written to real-time clients"
+    );
+    metrics::describe_counter!(
+        "realtime_slow_disconnects_total",
+        "Clients disconnected (3008) because their outbound queue overflowed"
+    );
+    metrics::describe_counter!(
+        "realtime_rate_limited_total",
+        "Client commands refused by the rate limits"
+    );
     metrics::describe_gauge!("herald_journal_segments", "Journal segment files on disk");
 }

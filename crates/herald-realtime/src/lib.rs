@@ -1,0 +1,254 @@
+//! `herald-realtime` is Herald's real-time gateway: Centrifugo's client protocol over WebSocket
+//! (`/connection/websocket`) and unidirectional SSE (`/connection/uni_sse`), Centrifugo's server
+//! API (`/api/<method>`), seed 2's `/api/events/*` endpoints, and routes that carry records of
+//! log topics into channels.
+//!
+//! Channels with history are durable streams in the log ([`streams`]); the in-memory [`hub`]
+//! holds connections and subscriptions and fans publications out. Every client-facing decision
+//! goes through one [`authz::Authorizer`].
+
+pub mod api;
+pub mod authz;
+pub mod config;
+pub mod hub;
+pub mod jwt;
+pub mod limits;
+pub mod proto;
+pub mod routes;
+pub mod session;
+pub mod sse;
+pub mod streams;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::{get, post};
+use herald_broker::Broker;
+use serde_json::value::RawValue;
+use tokio::sync::watch;
+
+use crate::authz::{Authorizer, Principal};
+use crate::config::{Namespace, RealtimeConfig};
+use crate::hub::Hub;
+use crate::limits::{RateLimiter, Verdict};
+use crate::proto::{ErrorCode, Publication};
+use crate::streams::{Fanout, Streams};
+
+pub use config::RealtimeConfig as Config;
+
+/// Everything the gateway's connections and endpoints share.
+pub struct Gateway {
+    pub cfg: RealtimeConfig,
+    pub authz: Authorizer,
+    pub hub: Arc<Hub>,
+    pub streams: Streams,
+    pub verifier: jwt::Verifier,
+    pub limiter: RateLimiter,
+    pub broker: Arc<Broker>,
+    pub admin_api_key: String,
+    pub started: Instant,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The outcome of a publish through any interface.
+pub struct PublishOutcome {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+impl Gateway {
+    pub fn new(
+        broker: Arc<Broker>,
+        cfg: RealtimeConfig,
+        jwt_secret: Option<String>,
+        admin_api_key: String,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Arc<Gateway>, String> {
+        cfg.validate()?;
+        let hub = Arc::new(Hub::new());
+        let fan_hub = Arc::clone(&hub);
+        let streams = Streams::new(
+            broker.log().clone(),
+            Arc::new(move |f: Fanout| {
+                let body = pub_push_body(&f.channel, &f.publication);
+                fan_hub.publish(&f.channel, f.offset, &body);
+            }),
+        );
+        let read_key = |v: &Option<String>| -> Result<Option<String>, String> {
+            match v {
+                Some(s) if !s.contains("-----BEGIN") => std::fs::read_to_string(s)
+                    .map(Some)
+                    .map_err(|e| format!("cannot read the key file {s}: {e}")),
+                other => Ok(other.clone()),
+            }
+        };
+        let verifier = jwt::Verifier::new(jwt::JwtConfig {
+            hmac_secret: cfg.jwt.hmac_secret.clone().or(jwt_secret),
+            rsa_public_key: read_key(&cfg.jwt.rsa_public_key)?,
+            ecdsa_public_key: read_key(&cfg.jwt.ecdsa_public_key)?,
+            jwks_url: cfg.jwt.jwks_url.clone(),
+            audience: cfg.jwt.audience.clone(),
+            issuer: cfg.jwt.issuer.clone(),
+            tenant_claim: cfg.tenant_claim.clone(),
+            roles_claim: cfg.roles_claim.clone(),
+            leeway_secs: cfg.jwt.leeway_secs,
+        })?;
+        let authz = Authorizer::new(
+            cfg.effective_namespaces(),
+            cfg.admin_role.clone(),
+            cfg.max_channel_length,
+        );
+        let limiter = RateLimiter::new(Duration::from_secs(cfg.rate_limits.window_secs.max(1)));
+        Ok(Arc::new(Gateway {
+            cfg,
+            authz,
+            hub,
+            streams,
+            verifier,
+            limiter,
+            broker,
+            admin_api_key,
+            started: Instant::now(),
+            shutdown,
+        }))
+    }
+
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/connection/websocket", get(session::ws_handler))
+            .route(
+                "/connection/uni_sse",
+                get(sse::sse_get_handler).post(sse::sse_post_handler),
+            )
+            .route("/api/events/publish", post(api::events_publish))
+            .route("/api/events/history/{channel}", get(api::events_history))
+            .route("/api/metrics/summary", get(api::metrics_summary))
+            .route("/api/{method}", post(api::server_api))
+            .with_state(Arc::clone(self))
+    }
+
+    /// Starts the routes from log topics into channels.
+    pub fn start_routes(self: &Arc<Self>) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
+        routes::start(Arc::clone(self))
+    }
+
+    /// Counts a refused credential or operation: `auth_failures_total{interface,reason}`.
+    pub fn auth_failure(&self, interface: &'static str, reason: &'static str) {
+        self.hub.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("auth_failures_total", "interface" => interface, "reason" => reason)
+            .increment(1);
+    }
+
+    /// Applies the per-user and per-tenant command limits.
+    pub fn command_allowed(&self, who: &Principal) -> Verdict {
+        let rl = &self.cfg.rate_limits;
+        if !rl.enabled {
+            return Verdict::Allow;
+        }
+        let user = self
+            .limiter
+            .hit(&format!("u:{}", who.user), rl.max_requests);
+        let tenant = match &who.tenant {
+            Some(t) => self.limiter.hit(&format!("t:{t}"), rl.tenant_max_requests),
+            None => Verdict::Allow,
+        };
+        worst(user, tenant)
+    }
+
+    pub fn connect_allowed(&self, who: &Principal) -> Verdict {
+        let rl = &self.cfg.rate_limits;
+        if !rl.enabled {
+            return Verdict::Allow;
+        }
+        let user = self
+            .limiter
+            .hit(&format!("cu:{}", who.user), rl.max_connects);
+        let tenant = match &who.tenant {
+            Some(t) => self.limiter.hit(&format!("ct:{t}"), rl.tenant_max_connects),
+            None => Verdict::Allow,
+        };
+        worst(user, tenant)
+    }
+
+    /// Publishes into a channel (durably when the namespace keeps history) and fans out.
+    pub async fn publish(
+        &self,
+        channel: &str,
+        ns: &Namespace,
+        tenant: Option<&str>,
+        data: &RawValue,
+        info: Option<&str>,
+        tags: Option<&std::collections::BTreeMap<String, String>>,
+        idempotency_key: Option<&str>,
+        interface: &'static str,
+    ) -> Result<PublishOutcome, ErrorCode> {
+        if data.get().len() > self.cfg.max_publication_bytes {
+            return Err(ErrorCode::LimitExceeded);
+        }
+        let started = Instant::now();
+        let out = if ns.history_size > 0 {
+            let p = self
+                .streams
+                .publish(channel, ns, data, info, tags, idempotency_key)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(%channel, error = %e, "publish failed");
+                    ErrorCode::Internal
+                })?;
+            if p.duplicate {
+                return Ok(PublishOutcome {
+                    offset: p.offset,
+                    epoch: p.epoch,
+                });
+            }
+            PublishOutcome {
+                offset: p.offset,
+                epoch: p.epoch,
+            }
+        } else {
+            let p = Publication {
+                data: proto::raw(data.get()),
+                offset: 0,
+                info: info.map(proto::raw),
+                tags: tags.cloned().filter(|t| !t.is_empty()),
+            };
+            let body = proto::push_body(channel, "pub", &p);
+            self.hub.publish(&Arc::from(channel), 0, &body);
+            PublishOutcome {
+                offset: 0,
+                epoch: String::new(),
+            }
+        };
+        self.hub
+            .stats
+            .events_published
+            .fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("events_published_total", "tenant" => tenant.unwrap_or("-").to_owned(), "service" => "realtime")
+            .increment(1);
+        metrics::histogram!("event_publish_duration_seconds", "interface" => interface)
+            .record(started.elapsed().as_secs_f64());
+        Ok(out)
+    }
+}
+
+fn worst(a: Verdict, b: Verdict) -> Verdict {
+    match (a, b) {
+        (Verdict::Abuse, _) | (_, Verdict::Abuse) => Verdict::Abuse,
+        (Verdict::Limited, _) | (_, Verdict::Limited) => Verdict::Limited,
+        _ => Verdict::Allow,
+    }
+}
+
+/// `{"channel":..,"pub":<publication>}` from an already encoded publication.
+fn pub_push_body(channel: &str, publication: &str) -> String {
+    let ch = serde_json::to_string(channel).unwrap_or_else(|_| "\"\"".to_owned());
+    let mut s = String::with_capacity(ch.len() + publication.len() + 20);
+    s.push_str("{\"channel\":");
+    s.push_str(&ch);
+    s.push_str(",\"pub\":");
+    s.push_str(publication);
+    s.push('}');
+    s
+}
