@@ -126,6 +126,7 @@ fn code_error(code: ErrorCode, what: &str) -> Response {
 
 /// A client's access to a channel through HTTP: it must be allowed to subscribe, and then the
 /// namespace's subscriber permission for `op` applies.
+#[allow(clippy::result_large_err)] // the error is the finished HTTP response
 fn client_access(gw: &Gateway, who: &Principal, channel: &str, op: Op) -> Result<(), Response> {
     let ch = gw
         .authz
@@ -197,16 +198,16 @@ pub async fn events_publish(
         Err(code) => return code_error(code, &req.channel),
     };
     match gw
-        .publish(
-            &req.channel,
-            ch.options,
-            ch.tenant,
-            &req.event,
-            None,
-            None,
-            None,
-            "http",
-        )
+        .publish(crate::Outgoing {
+            channel: &req.channel,
+            ns: ch.options,
+            tenant: ch.tenant,
+            data: &req.event,
+            info: None,
+            tags: None,
+            idempotency_key: None,
+            interface: "http",
+        })
         .await
     {
         Ok(out) => axum::Json(json!({
@@ -463,16 +464,16 @@ async fn publish_one(
         ns.history_size = 0;
     }
     let out = gw
-        .publish(
+        .publish(crate::Outgoing {
             channel,
-            &ns,
-            ch.tenant,
-            &data,
-            None,
+            ns: &ns,
+            tenant: ch.tenant,
+            data: &data,
+            info: None,
             tags,
             idempotency_key,
-            "server_api",
-        )
+            interface: "server_api",
+        })
         .await?;
     let mut r = json!({});
     if out.offset > 0 {

@@ -101,7 +101,7 @@ impl Default for RateLimits {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct JwtSettings {
     /// HMAC secret (HS256/384/512); the server-wide `jwt_secret` when absent.
@@ -114,20 +114,6 @@ pub struct JwtSettings {
     pub audience: Option<String>,
     pub issuer: Option<String>,
     pub leeway_secs: u64,
-}
-
-impl Default for JwtSettings {
-    fn default() -> Self {
-        JwtSettings {
-            hmac_secret: None,
-            rsa_public_key: None,
-            ecdsa_public_key: None,
-            jwks_url: None,
-            audience: None,
-            issuer: None,
-            leeway_secs: 0,
-        }
-    }
 }
 
 /// Channel options of one namespace (`name:` prefix of the channel), Centrifugo's names.

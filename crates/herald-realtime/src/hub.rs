@@ -144,9 +144,12 @@ struct Sub {
     join_leave: bool,
 }
 
+/// A channel's subscribers by client id.
+type Subscribers = HashMap<Arc<str>, Sub>;
+
 #[derive(Default)]
 pub struct Hub {
-    channels: RwLock<HashMap<Arc<str>, HashMap<Arc<str>, Sub>>>,
+    channels: RwLock<HashMap<Arc<str>, Subscribers>>,
     clients: RwLock<HashMap<Arc<str>, Arc<ClientHandle>>>,
     users: RwLock<HashMap<String, HashSet<Arc<str>>>>,
     pub stats: Arc<Stats>,

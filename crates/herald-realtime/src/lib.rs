@@ -52,6 +52,20 @@ pub struct Gateway {
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// A publication from any interface.
+pub struct Outgoing<'a> {
+    pub channel: &'a str,
+    pub ns: &'a Namespace,
+    /// The channel's tenant, for metric labels.
+    pub tenant: Option<&'a str>,
+    pub data: &'a RawValue,
+    /// `ClientInfo` JSON of a client-side publisher.
+    pub info: Option<&'a str>,
+    pub tags: Option<&'a std::collections::BTreeMap<String, String>>,
+    pub idempotency_key: Option<&'a str>,
+    pub interface: &'static str,
+}
+
 /// The outcome of a publish through any interface.
 pub struct PublishOutcome {
     pub offset: u64,
@@ -173,17 +187,17 @@ impl Gateway {
     }
 
     /// Publishes into a channel (durably when the namespace keeps history) and fans out.
-    pub async fn publish(
-        &self,
-        channel: &str,
-        ns: &Namespace,
-        tenant: Option<&str>,
-        data: &RawValue,
-        info: Option<&str>,
-        tags: Option<&std::collections::BTreeMap<String, String>>,
-        idempotency_key: Option<&str>,
-        interface: &'static str,
-    ) -> Result<PublishOutcome, ErrorCode> {
+    pub async fn publish(&self, p: Outgoing<'_>) -> Result<PublishOutcome, ErrorCode> {
+        let Outgoing {
+            channel,
+            ns,
+            tenant,
+            data,
+            info,
+            tags,
+            idempotency_key,
+            interface,
+        } = p;
         if data.get().len() > self.cfg.max_publication_bytes {
             return Err(ErrorCode::LimitExceeded);
         }

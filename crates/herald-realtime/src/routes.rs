@@ -264,16 +264,16 @@ impl Worker {
                         Some(data) => {
                             let idem =
                                 format!("route:{}:{topic}:{partition}:{}", route.name, r.offset);
-                            gw.publish(
+                            gw.publish(crate::Outgoing {
                                 channel,
-                                &ns,
-                                tenant.as_deref(),
-                                &data,
-                                None,
-                                None,
-                                Some(&idem),
-                                "route",
-                            )
+                                ns: &ns,
+                                tenant: tenant.as_deref(),
+                                data: &data,
+                                info: None,
+                                tags: None,
+                                idempotency_key: Some(&idem),
+                                interface: "route",
+                            })
                             .await
                             .map_err(|c| c.message().to_owned())?;
                         }

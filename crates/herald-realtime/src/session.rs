@@ -38,6 +38,12 @@ fn instant_at(unix: i64) -> Instant {
     Instant::now() + Duration::from_secs(left)
 }
 
+fn set(v: &mut serde_json::Value, key: &str, value: impl Into<serde_json::Value>) {
+    if let Some(o) = v.as_object_mut() {
+        o.insert(key.to_owned(), value.into());
+    }
+}
+
 struct SubState {
     /// The newest offset the client has (or was told it has); older publications are dropped.
     last_offset: u64,
@@ -339,11 +345,15 @@ impl Session {
             "pong": !self.unidirectional,
         });
         if expires_at.is_some() {
-            result["expires"] = true.into();
-            result["ttl"] = ttl.into();
+            set(&mut result, "expires", true);
+            set(&mut result, "ttl", ttl);
         }
         if !subs.is_empty() {
-            result["subs"] = serde_json::to_value(&subs).unwrap_or_default();
+            set(
+                &mut result,
+                "subs",
+                serde_json::to_value(&subs).unwrap_or_default(),
+            );
         }
         if self.unidirectional {
             return Outcome::Reply(format!("{{\"connect\":{result}}}"));
@@ -589,16 +599,16 @@ impl Session {
         let info: ClientInfo = client.info(sub.and_then(|s| s.chan_info.clone()));
         let info = serde_json::to_string(&info).ok();
         match gw
-            .publish(
-                &req.channel,
-                ch.options,
-                ch.tenant,
-                &data,
-                info.as_deref(),
-                None,
-                None,
-                self.interface,
-            )
+            .publish(crate::Outgoing {
+                channel: &req.channel,
+                ns: ch.options,
+                tenant: ch.tenant,
+                data: &data,
+                info: info.as_deref(),
+                tags: None,
+                idempotency_key: None,
+                interface: self.interface,
+            })
             .await
         {
             Ok(_) => Outcome::Reply(proto::reply(id, "publish", &serde_json::json!({}))),
@@ -705,8 +715,8 @@ impl Session {
         let client = self.client.as_ref().map(|c| c.id.to_string());
         let mut result = serde_json::json!({"client": client, "version": VERSION});
         if let Some(t) = exp {
-            result["expires"] = true.into();
-            result["ttl"] = ((t - unix_now()).max(1) as u32).into();
+            set(&mut result, "expires", true);
+            set(&mut result, "ttl", (t - unix_now()).max(1) as u32);
         }
         Outcome::Reply(proto::reply(id, "refresh", &result))
     }
@@ -736,8 +746,8 @@ impl Session {
         }
         let mut result = serde_json::json!({});
         if let Some(t) = exp {
-            result["expires"] = true.into();
-            result["ttl"] = ((t - unix_now()).max(1) as u32).into();
+            set(&mut result, "expires", true);
+            set(&mut result, "ttl", (t - unix_now()).max(1) as u32);
         }
         Outcome::Reply(proto::reply(id, "sub_refresh", &result))
     }
@@ -949,7 +959,7 @@ async fn drive_ws(gw: &Arc<Gateway>, s: &mut Session, ws: &mut WebSocket) -> Opt
                 }
             }
             m = rx.recv() => {
-                let Some(first) = m else { return None };
+                let first = m?;
                 let mut batch = String::new();
                 let mut next = Some(first);
                 while let Some(msg) = next.take() {
