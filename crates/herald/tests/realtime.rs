@@ -11,7 +11,6 @@ use common::Server;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const SECRET: &str = "realtime-test-secret-0123456789abcdef";
 const KEY: &str = "realtime-test-admin-key-0123456789";
