@@ -423,18 +423,21 @@ impl Streams {
         Ok((pubs, pos, complete))
     }
 
-    /// Deletes the channel's history; the next publication starts a new epoch at offset 1.
+    /// Deletes the channel's history (Centrifugo's `history_remove`): the publications go, the
+    /// position stays — the next publication continues the same epoch at the next offset, so
+    /// subscribers' positions remain valid.
     pub async fn remove(&self, channel: &str) -> Result<(), StreamError> {
         let topic = topic_of(channel);
-        if self.log.topic(&topic).is_none() {
+        let Ok(stats) = self.log.partition_stats(&topic, 0) else {
+            return Ok(());
+        };
+        if stats.log_start >= stats.high_watermark {
             return Ok(());
         }
         let log = self.log.clone();
-        match blocking(move || log.delete_topic(&topic)).await {
-            Ok(()) => Ok(()),
-            Err(StreamError::Internal(m)) if m.contains("does not exist") => Ok(()),
-            Err(e) => Err(e),
-        }
+        blocking(move || log.delete_records_before(&topic, 0, stats.high_watermark))
+            .await
+            .map(|_| ())
     }
 
     /// Channels that have a stream.
