@@ -333,7 +333,7 @@ impl Session {
             let mut r = recover;
             r.channel = ch.clone();
             r.recoverable = r.recoverable || r.recover;
-            if let Ok(res) = self.do_subscribe(&ch, &r, chan_info, None, true).await {
+            if let Ok(res) = self.do_subscribe(&ch, &r, chan_info, None).await {
                 subs.insert(ch, res);
             }
         }
@@ -368,7 +368,6 @@ impl Session {
         req: &SubscribeRequest,
         chan_info: Option<Arc<RawValue>>,
         expires_at: Option<i64>,
-        server_side: bool,
     ) -> Result<SubscribeResult, ErrorCode> {
         let Some(client) = self.client.clone() else {
             return Err(ErrorCode::Internal);
@@ -438,7 +437,6 @@ impl Session {
                 ns.force_push_join_leave,
             );
         }
-        let _ = server_side;
         Ok(result)
     }
 
@@ -490,7 +488,7 @@ impl Session {
             return self.fail(id, d.code);
         }
         match self
-            .do_subscribe(&channel, &req, chan_info, expires_at, false)
+            .do_subscribe(&channel, &req, chan_info, expires_at)
             .await
         {
             Ok(res) => Outcome::Reply(proto::reply(id, "subscribe", &res)),
@@ -550,7 +548,7 @@ impl Session {
             channel: channel.to_owned(),
             ..SubscribeRequest::default()
         };
-        let Ok(res) = self.do_subscribe(channel, &req, None, None, true).await else {
+        let Ok(res) = self.do_subscribe(channel, &req, None, None).await else {
             return;
         };
         if let Some(c) = &self.client {

@@ -56,12 +56,6 @@ pub enum StreamError {
     Internal(String),
 }
 
-impl StreamError {
-    pub fn code(&self) -> ErrorCode {
-        ErrorCode::Internal
-    }
-}
-
 impl From<LogError> for StreamError {
     fn from(e: LogError) -> Self {
         match e {
@@ -438,15 +432,6 @@ impl Streams {
         blocking(move || log.delete_records_before(&topic, 0, stats.high_watermark))
             .await
             .map(|_| ())
-    }
-
-    /// Channels that have a stream.
-    pub fn channels(&self) -> Vec<String> {
-        self.log
-            .list_topics(CHANNEL_TOPIC_PREFIX)
-            .into_iter()
-            .filter_map(|t| t.name.strip_prefix(CHANNEL_TOPIC_PREFIX).map(str::to_owned))
-            .collect()
     }
 }
 
