@@ -77,6 +77,7 @@ impl Gateway {
         broker: Arc<Broker>,
         cfg: RealtimeConfig,
         jwt_secret: Option<String>,
+        epoch_seed: String,
         admin_api_key: String,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<Gateway>, String> {
@@ -89,6 +90,7 @@ impl Gateway {
                 let body = pub_push_body(&f.channel, &f.publication);
                 fan_hub.publish(&f.channel, f.offset, &body);
             }),
+            epoch_seed,
         );
         let read_key = |v: &Option<String>| -> Result<Option<String>, String> {
             match v {

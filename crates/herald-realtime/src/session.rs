@@ -379,12 +379,6 @@ impl Session {
         let recoverable = history && (req.recoverable || ns.force_recovery);
         let positioned = history && (req.positioned || ns.force_positioning || recoverable);
         let join_leave = ns.join_leave && (req.join_leave || ns.force_push_join_leave);
-        if history {
-            gw.streams.ensure(channel, ns).await.map_err(|e| {
-                tracing::warn!(%channel, error = %e, "cannot open the channel stream");
-                ErrorCode::Internal
-            })?;
-        }
         gw.hub
             .subscribe(channel, &client, chan_info.clone(), join_leave);
         let mut result = SubscribeResult {
@@ -411,7 +405,8 @@ impl Session {
                 result.offset = pos.offset;
                 result.epoch = pos.epoch;
                 metrics::counter!("realtime_recoveries_total", "recovered" => if recovered { "yes" } else { "no" }).increment(1);
-            } else if let Some(pos) = gw.streams.position(channel) {
+            } else {
+                let pos = gw.streams.position(channel);
                 result.offset = pos.offset;
                 result.epoch = pos.epoch;
             }

@@ -78,6 +78,7 @@ pub struct Streams {
     log: Log,
     fanout: FanoutFn,
     trimming: Arc<Mutex<HashSet<String>>>,
+    epoch_seed: String,
 }
 
 fn now_ms() -> i64 {
@@ -85,11 +86,6 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-fn new_epoch() -> String {
-    let v: u32 = rand::random();
-    format!("{v:08x}")
 }
 
 async fn blocking<T: Send + 'static>(
@@ -102,33 +98,63 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Streams {
-    pub fn new(log: Log, fanout: FanoutFn) -> Streams {
+    /// `epoch_seed` is a value stored with the data directory: a channel's epoch is derived from
+    /// it and the channel's name, so a channel has its epoch before its first publication (a
+    /// subscribe writes nothing) and a new data directory means new epochs.
+    pub fn new(log: Log, fanout: FanoutFn, epoch_seed: String) -> Streams {
         Streams {
             log,
             fanout,
             trimming: Arc::default(),
+            epoch_seed,
         }
     }
 
-    /// The stream's position, or `None` when the channel has no stream yet.
-    pub fn position(&self, channel: &str) -> Option<Position> {
-        let topic = topic_of(channel);
-        let info = self.log.topic(&topic)?;
-        let stats = self.log.partition_stats(&topic, 0).ok()?;
-        Some(Position {
-            offset: stats.high_watermark,
-            epoch: info.config.get(EPOCH_KEY).cloned().unwrap_or_default(),
-        })
+    fn epoch_for(&self, channel: &str) -> String {
+        // FNV-1a: stable across builds and platforms, unlike std's hasher.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self
+            .epoch_seed
+            .as_bytes()
+            .iter()
+            .chain(&[0u8])
+            .chain(channel.as_bytes())
+        {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{:08x}", (h >> 32) as u32 ^ h as u32)
     }
 
-    /// The stream's position, creating the stream if needed.
-    pub async fn ensure(&self, channel: &str, ns: &Namespace) -> Result<Position, StreamError> {
-        if let Some(p) = self.position(channel) {
-            return Ok(p);
+    /// The stream's position; offset 0 when nothing was published yet.
+    pub fn position(&self, channel: &str) -> Position {
+        let topic = topic_of(channel);
+        let (Some(info), Ok(stats)) = (self.log.topic(&topic), self.log.partition_stats(&topic, 0))
+        else {
+            return Position {
+                offset: 0,
+                epoch: self.epoch_for(channel),
+            };
+        };
+        Position {
+            offset: stats.high_watermark,
+            epoch: info
+                .config
+                .get(EPOCH_KEY)
+                .cloned()
+                .unwrap_or_else(|| self.epoch_for(channel)),
+        }
+    }
+
+    /// The stream's position, creating the stream if needed (on the first publication).
+    async fn ensure(&self, channel: &str, ns: &Namespace) -> Result<Position, StreamError> {
+        let topic = topic_of(channel);
+        if self.log.topic(&topic).is_some() {
+            return Ok(self.position(channel));
         }
         let topic = topic_of(channel);
         let mut config = TopicConfig::new();
-        config.insert(EPOCH_KEY.to_owned(), new_epoch());
+        config.insert(EPOCH_KEY.to_owned(), self.epoch_for(channel));
         config.insert(
             "retention.ms".to_owned(),
             (ns.history_ttl_secs.saturating_mul(1000)).to_string(),
@@ -139,8 +165,12 @@ impl Streams {
             Err(e) => return Err(e),
         }
         // Created now or by a concurrent caller: either way it exists unless creation failed.
-        self.position(channel)
-            .ok_or_else(|| StreamError::Internal(format!("cannot create the stream of {channel}")))
+        if self.log.topic(&topic_of(channel)).is_none() {
+            return Err(StreamError::Internal(format!(
+                "cannot create the stream of {channel}"
+            )));
+        }
+        Ok(self.position(channel))
     }
 
     /// Appends a publication and fans it out once it is durable. `data` must be JSON.
@@ -274,14 +304,16 @@ impl Streams {
         });
     }
 
-    /// The retained window of a stream: log offsets `[first, top)`.
-    fn window(&self, channel: &str, ns: &Namespace) -> Option<(u64, u64, String)> {
-        let pos = self.position(channel)?;
-        let stats = self.log.partition_stats(&topic_of(channel), 0).ok()?;
-        let first = stats
-            .log_start
-            .max(pos.offset.saturating_sub(ns.history_size as u64));
-        Some((first, pos.offset, pos.epoch))
+    /// The retained window of a stream: log offsets `[first, top)`, and the epoch.
+    fn window(&self, channel: &str, ns: &Namespace) -> (u64, u64, String) {
+        let pos = self.position(channel);
+        let log_start = self
+            .log
+            .partition_stats(&topic_of(channel), 0)
+            .map(|s| s.log_start)
+            .unwrap_or(0);
+        let first = log_start.max(pos.offset.saturating_sub(ns.history_size as u64));
+        (first, pos.offset, pos.epoch)
     }
 
     /// Publications with log offsets in `[from, to)`, skipping those older than the TTL.
@@ -342,14 +374,7 @@ impl Streams {
         reverse: bool,
         max_limit: usize,
     ) -> Result<(Vec<Publication>, Position), ErrorCode> {
-        let Some((first, top, epoch)) = self.window(channel, ns) else {
-            // No stream yet: an empty history at offset 0 with the epoch it will have.
-            let pos = self
-                .ensure(channel, ns)
-                .await
-                .map_err(|_| ErrorCode::Internal)?;
-            return Ok((Vec::new(), pos));
-        };
+        let (first, top, epoch) = self.window(channel, ns);
         let pos = Position { offset: top, epoch };
         if limit == 0 {
             return Ok((Vec::new(), pos));
@@ -394,10 +419,7 @@ impl Streams {
         epoch: &str,
         max: usize,
     ) -> Result<(Vec<Publication>, Position, bool), StreamError> {
-        let pos = self.ensure(channel, ns).await?;
-        let Some((first, top, cur_epoch)) = self.window(channel, ns) else {
-            return Ok((Vec::new(), pos, false));
-        };
+        let (first, top, cur_epoch) = self.window(channel, ns);
         let pos = Position {
             offset: top,
             epoch: cur_epoch,

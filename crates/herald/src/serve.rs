@@ -147,6 +147,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Arc::clone(&broker),
         cfg.realtime.clone(),
         Some(jwt_secret),
+        stored_secret(&cfg.data_dir, "realtime-epoch-seed", "")?.0,
         admin_key.clone(),
         stop_rx.clone(),
     )
