@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use serde_json::value::RawValue;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use crate::proto::{ClientInfo, Disconnect};
 
@@ -38,9 +38,15 @@ impl Outbound {
 /// Server-side requests to a connection (from the server API).
 #[derive(Debug)]
 pub enum Control {
-    Subscribe { channel: String },
-    Unsubscribe { channel: String },
+    Subscribe {
+        channel: String,
+    },
+    Unsubscribe {
+        channel: String,
+    },
     Disconnect(Disconnect),
+    /// Look at the kill reason (sent by [`ClientHandle::disconnect`]).
+    Wake,
 }
 
 /// The shared half of a connection.
@@ -56,7 +62,6 @@ pub struct ClientHandle {
     max_bytes: usize,
     kill: Mutex<Option<Disconnect>>,
     killed: AtomicBool,
-    pub wake: Notify,
     pub control: mpsc::Sender<Control>,
     stats: Arc<Stats>,
 }
@@ -110,7 +115,9 @@ impl ClientHandle {
             *k = Some(d);
         }
         self.killed.store(true, Ordering::Relaxed);
-        self.wake.notify_one();
+        // If the control queue is full the task has controls to read and checks the kill
+        // reason after each one.
+        let _ = self.control.try_send(Control::Wake);
     }
 
     pub fn kill_reason(&self) -> Option<Disconnect> {
@@ -179,7 +186,7 @@ impl Hub {
         mpsc::Receiver<Control>,
     ) {
         let (tx, rx) = mpsc::channel(c.queue_messages.max(1));
-        let (ctl_tx, ctl_rx) = mpsc::channel(64);
+        let (ctl_tx, ctl_rx) = mpsc::channel(16);
         let id: Arc<str> = Arc::from(uuid::Uuid::new_v4().to_string());
         let handle = Arc::new(ClientHandle {
             id: Arc::clone(&id),
@@ -192,7 +199,6 @@ impl Hub {
             max_bytes: c.queue_bytes,
             kill: Mutex::new(None),
             killed: AtomicBool::new(false),
-            wake: Notify::new(),
             control: ctl_tx,
             stats: Arc::clone(&self.stats),
         });

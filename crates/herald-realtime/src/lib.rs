@@ -117,6 +117,20 @@ impl Gateway {
             cfg.max_channel_length,
         );
         let limiter = RateLimiter::new(Duration::from_secs(cfg.rate_limits.window_secs.max(1)));
+        // On shutdown every connection is closed with 3001, so clients reconnect elsewhere or
+        // later; connection tasks do not each watch the signal.
+        let mut stop = shutdown.clone();
+        let stop_hub = Arc::clone(&hub);
+        tokio::spawn(async move {
+            while !*stop.borrow_and_update() {
+                if stop.changed().await.is_err() {
+                    return;
+                }
+            }
+            for c in stop_hub.all_clients() {
+                c.disconnect(proto::Disconnect::SHUTDOWN);
+            }
+        });
         Ok(Arc::new(Gateway {
             cfg,
             authz,

@@ -777,7 +777,9 @@ impl Session {
                 None
             }
             Control::Disconnect(d) => Some(d),
+            Control::Wake => None,
         }
+        .or_else(|| self.client.as_ref().and_then(|c| c.kill_reason()))
     }
 
     /// Leaves every channel and the registry.
@@ -887,7 +889,7 @@ async fn drive_ws(gw: &Arc<Gateway>, s: &mut Session, ws: &mut WebSocket) -> Opt
         };
         match msg {
             Some(Ok(Message::Text(t))) => {
-                let (replies, d) = run_frame(s, t.as_str()).await;
+                let (replies, d) = Box::pin(run_frame(s, t.as_str())).await;
                 if !replies.is_empty()
                     && let Err(e) = send_text(ws, replies.join("\n")).await
                 {
@@ -911,6 +913,9 @@ async fn drive_ws(gw: &Arc<Gateway>, s: &mut Session, ws: &mut WebSocket) -> Opt
     let pong_wait = Duration::from_secs(gw.cfg.pong_timeout_secs.max(1));
     let mut next_ping = Instant::now() + ping_every;
     let mut awaiting_pong: Option<Instant> = None;
+    // One timer for pings, pong deadlines and expiries, moved only when its deadline changes.
+    let sleep = tokio::time::sleep_until(next_ping);
+    tokio::pin!(sleep);
     loop {
         let mut wake = next_ping;
         if let Some(t) = awaiting_pong {
@@ -919,18 +924,28 @@ async fn drive_ws(gw: &Arc<Gateway>, s: &mut Session, ws: &mut WebSocket) -> Opt
         if let Some(t) = s.next_expiry() {
             wake = wake.min(instant_at(t));
         }
+        if sleep.deadline() != wake {
+            sleep.as_mut().reset(wake);
+        }
         tokio::select! {
             biased;
-            _ = client.wake.notified() => {
+            c = ctl.recv() => {
+                // Kills (slow client, server API, shutdown) and server-side subscriptions.
                 if let Some(d) = client.kill_reason() {
                     return Some(d);
                 }
+                if let Some(c) = c
+                    && let Some(d) = Box::pin(s.on_control(c)).await
+                {
+                    return Some(d);
+                }
             }
-            _ = shutdown.changed() => return Some(Disconnect::SHUTDOWN),
             m = ws.recv() => match m {
                 Some(Ok(Message::Text(t))) => {
                     awaiting_pong = None;
-                    let (replies, d) = run_frame(s, t.as_str()).await;
+                    // Boxed: the command futures are large and a connection is idle most of
+                    // the time; keeping them out of the task keeps idle connections small.
+                    let (replies, d) = Box::pin(run_frame(s, t.as_str())).await;
                     if !replies.is_empty()
                         && let Err(e) = send_text(ws, replies.join("\n")).await
                     {
@@ -944,13 +959,6 @@ async fn drive_ws(gw: &Arc<Gateway>, s: &mut Session, ws: &mut WebSocket) -> Opt
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
                 Some(Ok(_)) => {}
             },
-            c = ctl.recv() => {
-                if let Some(c) = c
-                    && let Some(d) = s.on_control(c).await
-                {
-                    return Some(d);
-                }
-            }
             m = rx.recv() => {
                 let first = m?;
                 let mut batch = String::new();
@@ -975,7 +983,7 @@ async fn drive_ws(gw: &Arc<Gateway>, s: &mut Session, ws: &mut WebSocket) -> Opt
                     client.sent(n);
                 }
             }
-            _ = tokio::time::sleep_until(wake) => {
+            _ = &mut sleep => {
                 let now = Instant::now();
                 if awaiting_pong.is_some_and(|t| now >= t + pong_wait) {
                     return Some(Disconnect::NO_PONG);

@@ -59,7 +59,6 @@ struct Driver {
     ctl: mpsc::Receiver<Control>,
     first: Option<String>,
     ping: tokio::time::Interval,
-    shutdown: tokio::sync::watch::Receiver<bool>,
     done: bool,
 }
 
@@ -100,7 +99,6 @@ async fn start(gw: Arc<Gateway>, req: ConnectRequest) -> Response {
         ctl,
         first: Some(first),
         ping: tokio::time::interval_at(tokio::time::Instant::now() + period, period),
-        shutdown: gw.shutdown.clone(),
         done: false,
     };
     Sse::new(events(driver)).into_response()
@@ -121,19 +119,9 @@ fn events(d: Driver) -> impl Stream<Item = Result<Event, Infallible>> {
             }
             tokio::select! {
                 biased;
-                _ = d.client.wake.notified() => {
-                    if let Some(e) = d.client.kill_reason() {
-                        d.done = true;
-                        return Some((Ok(disconnect_event(e)), d));
-                    }
-                }
-                _ = d.shutdown.changed() => {
-                    d.done = true;
-                    return Some((Ok(disconnect_event(Disconnect::SHUTDOWN)), d));
-                }
                 c = d.ctl.recv() => {
                     if let Some(c) = c
-                        && let Some(e) = d.session.on_control(c).await
+                        && let Some(e) = Box::pin(d.session.on_control(c)).await
                     {
                         d.done = true;
                         return Some((Ok(disconnect_event(e)), d));
