@@ -485,3 +485,46 @@ async fn recovery_returns_exactly_the_missed_publications_across_a_restart() {
     assert_eq!(r["subscribe"]["was_recovering"], true, "{r}");
     server.stop();
 }
+
+#[tokio::test]
+async fn connections_expire_unless_refreshed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let short = |user: &str| token(json!({"sub": user, "tenant_id": "3", "exp": now() + 2}));
+    // Refreshed before expiry: the connection lives on with the new expiry.
+    let (mut ws, reply) = connect(&server, &short("fresh")).await;
+    assert_eq!(reply["connect"]["expires"], true, "{reply}");
+    let r = call(
+        &mut ws,
+        2,
+        "refresh",
+        json!({"token": user_token("fresh", "3", &[])}),
+    )
+    .await;
+    assert_eq!(r["refresh"]["expires"], true, "{r}");
+    assert!(r["refresh"]["ttl"].as_u64().unwrap() > 3000, "{r}");
+    // A refresh for another user is refused with 3500.
+    let (mut other, _) = connect(&server, &short("mallory")).await;
+    send(
+        &mut other,
+        json!({"id": 2, "refresh": {"token": user_token("someone-else", "3", &[])}}),
+    )
+    .await;
+    assert_eq!(close_code(&mut other).await, 3500);
+    // Not refreshed: closed with 3005 once the token's exp passes.
+    let (mut stale, _) = connect(&server, &short("stale")).await;
+    assert_eq!(close_code(&mut stale).await, 3005);
+    // The refreshed one is still connected and working.
+    let r = call(
+        &mut ws,
+        3,
+        "presence_stats",
+        json!({"channel": "tenant:3:x"}),
+    )
+    .await;
+    assert_eq!(
+        r["error"]["code"], 103,
+        "alive, and still held to the namespace rules: {r}"
+    );
+    server.stop();
+}
