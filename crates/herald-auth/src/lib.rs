@@ -1,4 +1,7 @@
 //! `herald-auth` is Herald's security model, shared by every interface: Kafka's ACL model and
-//! the authorizer decision ([`acl`]). It does no I/O and knows no wire protocol.
+//! the authorizer decision ([`acl`]), and SCRAM-SHA-256/512 credentials and the server side of
+//! the exchange as a sans-I/O state machine ([`scram`]). It does no I/O and knows no wire
+//! protocol.
 
 pub mod acl;
+pub mod scram;
