@@ -32,9 +32,16 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Seconds from now until a unix-seconds deadline, for the protocol's `ttl` (at least 1).
+fn ttl_secs(unix: i64) -> u32 {
+    unix.saturating_sub(unix_now())
+        .clamp(1, i64::from(u32::MAX)) as u32
+}
+
 /// The time left until a unix-seconds deadline, as a tokio instant.
 fn instant_at(unix: i64) -> Instant {
-    let left = unix.saturating_sub(unix_now()).max(0) as u64;
+    // Capped at ten years: an `exp` near i64::MAX must not overflow the clock.
+    let left = (unix.saturating_sub(unix_now()).max(0) as u64).min(10 * 365 * 86_400);
     Instant::now() + Duration::from_secs(left)
 }
 
@@ -337,7 +344,7 @@ impl Session {
                 subs.insert(ch, res);
             }
         }
-        let ttl = expires_at.map(|t| (t - now).max(1) as u32).unwrap_or(0);
+        let ttl = expires_at.map(ttl_secs).unwrap_or(0);
         let mut result = serde_json::json!({
             "client": handle.id.to_string(),
             "version": VERSION,
@@ -413,7 +420,7 @@ impl Session {
         }
         if let Some(t) = expires_at {
             result.expires = true;
-            result.ttl = (t - unix_now()).max(1) as u32;
+            result.ttl = ttl_secs(t);
         }
         self.subs.insert(
             channel.to_owned(),
@@ -709,7 +716,7 @@ impl Session {
         let mut result = serde_json::json!({"client": client, "version": VERSION});
         if let Some(t) = exp {
             set(&mut result, "expires", true);
-            set(&mut result, "ttl", (t - unix_now()).max(1) as u32);
+            set(&mut result, "ttl", ttl_secs(t));
         }
         Outcome::Reply(proto::reply(id, "refresh", &result))
     }
@@ -740,7 +747,7 @@ impl Session {
         let mut result = serde_json::json!({});
         if let Some(t) = exp {
             set(&mut result, "expires", true);
-            set(&mut result, "ttl", (t - unix_now()).max(1) as u32);
+            set(&mut result, "ttl", ttl_secs(t));
         }
         Outcome::Reply(proto::reply(id, "sub_refresh", &result))
     }

@@ -389,8 +389,8 @@ impl Streams {
                 return Err(ErrorCode::UnrecoverablePosition);
             }
             (Some((off, _)), false) => {
-                let from = off.max(first);
-                (from, (from + limit).min(top))
+                let from = off.max(first).min(top);
+                (from, from.saturating_add(limit).min(top))
             }
             (Some((off, _)), true) => {
                 let to = off.saturating_sub(1).min(top);

@@ -528,3 +528,50 @@ async fn connections_expire_unless_refreshed() {
     );
     server.stop();
 }
+
+#[tokio::test]
+async fn extreme_values_from_clients_are_answered_not_panicked_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let far = token(json!({"sub": "far", "tenant_id": "8", "exp": i64::MAX}));
+    let (mut ws, reply) = connect(&server, &far).await;
+    assert_eq!(reply["connect"]["expires"], true, "{reply}");
+    assert!(
+        reply["connect"]["ttl"].as_u64().unwrap() > 1_000_000,
+        "{reply}"
+    );
+    let r = call(&mut ws, 2, "subscribe", json!({"channel": "tenant:8:x"})).await;
+    assert!(r.get("error").is_none(), "{r}");
+    api(
+        &server,
+        "publish",
+        json!({"channel": "tenant:8:x", "data": {"n": 1}}),
+    )
+    .await;
+    for (i, since) in [u64::MAX, u64::MAX - 1, 0].into_iter().enumerate() {
+        for reverse in [false, true] {
+            let r = call(
+                &mut ws,
+                10 + 2 * i as u32 + u32::from(reverse),
+                "history",
+                json!({"channel": "tenant:8:x", "limit": i32::MAX,
+                       "since": {"offset": since, "epoch": ""}, "reverse": reverse}),
+            )
+            .await;
+            assert!(
+                r["history"]["offset"].as_u64().is_some(),
+                "{since} {reverse}: {r}"
+            );
+        }
+    }
+    let r = call(
+        &mut ws,
+        30,
+        "subscribe",
+        json!({"channel": "tenant:8:y", "recover": true, "recoverable": true,
+               "offset": u64::MAX, "epoch": ""}),
+    )
+    .await;
+    assert_eq!(r["subscribe"]["was_recovering"], true, "{r}");
+    server.stop();
+}
