@@ -67,7 +67,7 @@ macro_rules! with_digest {
 }
 
 /// A SCRAM mechanism; serialized as its SASL name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Mechanism {
     #[serde(rename = "SCRAM-SHA-256")]
     Sha256,

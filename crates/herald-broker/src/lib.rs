@@ -15,6 +15,7 @@ mod metrics_labels;
 mod notify;
 pub mod offsets;
 mod partitioner;
+pub mod users;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -210,6 +211,7 @@ pub struct Broker {
     notifier: Notifier,
     tenant_labels: LabelLimiter,
     groups: Arc<groups::Groups>,
+    users: users::UserStore,
 }
 
 fn now_ms() -> i64 {
@@ -260,6 +262,7 @@ impl Broker {
         let grammar = TopicGrammar::new(&cfg.topic_prefix)
             .map_err(|e| BrokerError::Invalid(format!("topic_prefix: {e}")))?;
         let groups = Arc::new(groups::Groups::open(log.clone(), cfg.groups.clone())?);
+        let users = users::UserStore::open(log.clone())?;
         Ok(Broker {
             log,
             grammar,
@@ -267,12 +270,18 @@ impl Broker {
             cfg,
             notifier: Notifier::default(),
             groups,
+            users,
         })
     }
 
     /// Starts background work (consumer-group session and rebalance timers).
     pub fn start(&self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(Arc::clone(&self.groups).run_timers())
+    }
+
+    /// SCRAM credentials of Kafka users.
+    pub fn users(&self) -> &users::UserStore {
+        &self.users
     }
 
     pub fn groups(&self) -> &groups::Groups {

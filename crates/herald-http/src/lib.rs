@@ -81,6 +81,11 @@ pub fn router(state: HttpState) -> Router {
             get(describe_group).delete(delete_group),
         )
         .route("/v1/groups/{group}/reset-offsets", post(reset_offsets))
+        .route("/v1/users", get(list_users))
+        .route(
+            "/v1/users/{user}",
+            axum::routing::put(put_user).delete(delete_user),
+        )
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             require_api_key,
@@ -690,6 +695,88 @@ async fn delete_group(
         .delete(&group)
         .await
         .map_err(group_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserRequest {
+    password: String,
+    /// Defaults to both SCRAM-SHA-256 and SCRAM-SHA-512.
+    mechanisms: Option<Vec<String>>,
+    iterations: Option<u32>,
+}
+
+/// Creates or replaces a Kafka user's SCRAM credentials; the password is salted and hashed
+/// here and never stored.
+async fn put_user(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    use herald_auth::scram::{DEFAULT_ITERATIONS, Mechanism, StoredCredential};
+    let req: UserRequest = parse_body(body)?;
+    herald_broker::users::validate_user_name(&user)?;
+    if req.password.len() < 8 || req.password.len() > 1024 {
+        return Err(ApiError::bad_request(
+            "password must be 8 to 1024 characters".to_owned(),
+        ));
+    }
+    let mechs: Vec<Mechanism> = match &req.mechanisms {
+        None => Mechanism::ALL.to_vec(),
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                Mechanism::from_name(n).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "unknown mechanism {n:?} (SCRAM-SHA-256 or SCRAM-SHA-512)"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    if mechs.is_empty() {
+        return Err(ApiError::bad_request("no mechanism given".to_owned()));
+    }
+    let iterations = req.iterations.unwrap_or(DEFAULT_ITERATIONS);
+    for m in &mechs {
+        let password = req.password.clone();
+        let m = *m;
+        let cred = tokio::task::spawn_blocking(move || {
+            StoredCredential::generate(m, &password, iterations)
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+        state.broker.users().upsert(&user, cred).await?;
+    }
+    let names: Vec<&str> = mechs.iter().map(|m| m.name()).collect();
+    Ok(
+        Json(json!({"user": user, "principal": format!("User:{user}"), "mechanisms": names}))
+            .into_response(),
+    )
+}
+
+async fn list_users(State(state): State<AppState>) -> Json<Value> {
+    let users: Vec<Value> = state
+        .broker
+        .users()
+        .list()
+        .into_iter()
+        .map(|(name, mechs)| {
+            json!({
+                "user": name,
+                "mechanisms": mechs.iter().map(|(m, i)| json!({"mechanism": m.name(), "iterations": i})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(json!({ "users": users }))
+}
+
+async fn delete_user(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.broker.users().delete(&user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

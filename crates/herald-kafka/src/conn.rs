@@ -10,12 +10,14 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::handlers;
+use crate::sasl::SaslState;
 use crate::{Advertised, KafkaContext};
 
 pub struct Connection {
     pub ctx: Arc<KafkaContext>,
     pub advertised: Arc<Advertised>,
     pub peer: SocketAddr,
+    pub sasl: parking_lot::Mutex<SaslState>,
 }
 
 /// Why a connection is closed instead of answered, as Kafka brokers do for requests they
@@ -40,10 +42,12 @@ impl Connection {
         advertised: Arc<Advertised>,
         peer: SocketAddr,
     ) -> Connection {
+        let sasl = parking_lot::Mutex::new(SaslState::for_protocol(advertised.protocol));
         Connection {
             ctx,
             advertised,
             peer,
+            sasl,
         }
     }
 
@@ -71,6 +75,10 @@ impl Connection {
                 Ok(Some(resp)) => {
                     if let Err(e) = wr.write_all(&resp).await {
                         tracing::debug!(peer = %self.peer, error = %e, "kafka write failed");
+                        return;
+                    }
+                    if matches!(*self.sasl.lock(), SaslState::Failed) {
+                        // Kafka closes the connection after a failed authentication.
                         return;
                     }
                 }

@@ -63,6 +63,13 @@ pub async fn handle(conn: &Connection, frame: Bytes) -> Result<Option<BytesMut>,
     let Some((min, max)) = versions::range(key) else {
         return Err(Fatal::UnknownApi(raw_key));
     };
+    if !conn.sasl.lock().admits(key) {
+        metrics::counter!("auth_failures_total", "interface" => "kafka", "reason" => "unauthenticated")
+            .increment(1);
+        return Err(Fatal::Malformed(format!(
+            "{key:?} request before SASL authentication"
+        )));
+    }
     if key == ApiKey::ApiVersions && !(min..=max).contains(&version) {
         // Kafka answers an ApiVersions it cannot parse with v0 and UNSUPPORTED_VERSION, so the
         // client can retry with a version from the list.
@@ -160,6 +167,12 @@ pub async fn handle(conn: &Connection, frame: Bytes) -> Result<Option<BytesMut>,
             ResponseKind::FindCoordinator(find_coordinator(conn, r, version))
         }
         RequestKind::InitProducerId(_) => ResponseKind::InitProducerId(init_producer_id(conn)),
+        RequestKind::SaslHandshake(r) => {
+            ResponseKind::SaslHandshake(crate::sasl::handshake(conn, r))
+        }
+        RequestKind::SaslAuthenticate(r) => {
+            ResponseKind::SaslAuthenticate(crate::sasl::authenticate(conn, r))
+        }
         other => {
             return Err(Fatal::Malformed(format!(
                 "no handler for {:?}",

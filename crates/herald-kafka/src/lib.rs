@@ -11,6 +11,7 @@ mod errors;
 mod groups;
 mod handlers;
 mod prescan;
+pub mod sasl;
 mod versions;
 
 use std::net::SocketAddr;
@@ -62,6 +63,7 @@ pub struct Advertised {
     pub name: String,
     pub host: String,
     pub port: u16,
+    pub protocol: sasl::SecurityProtocol,
 }
 
 /// Shared by every connection of every listener.

@@ -39,6 +39,13 @@ enum Command {
         #[command(subcommand)]
         command: client::GroupCommand,
     },
+    /// Manage Kafka users (SCRAM credentials for SASL_PLAINTEXT listeners) on a running server.
+    User {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        command: client::UserCommand,
+    },
     /// Measure throughput and latency.
     Bench {
         #[command(subcommand)]
@@ -89,6 +96,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve::run(*args).await,
             Command::Topic { conn, command } => client::run_topic(conn, command).await,
             Command::Group { conn, command } => client::run_group(conn, command).await,
+            Command::User { conn, command } => client::run_user(conn, command).await,
             Command::Bench { command } => bench::run(command).await,
         }
     });

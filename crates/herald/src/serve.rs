@@ -188,6 +188,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     {
         let bind = herald_kafka::bind_addr(&addr)
             .map_err(|e| anyhow::anyhow!("kafka listener {name}: {e}"))?;
+        let protocol = herald_kafka::sasl::SecurityProtocol::for_listener(&name)
+            .map_err(anyhow::Error::msg)?;
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .with_context(|| format!("cannot listen for Kafka ({name}) on {bind}"))?;
@@ -203,7 +205,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(listener = %name, addr = %local, advertised = %format!("{host}:{port}"), "kafka listener started");
         kafka_tasks.push(tokio::spawn(herald_kafka::serve(
             listener,
-            herald_kafka::Advertised { name, host, port },
+            herald_kafka::Advertised {
+                name,
+                host,
+                port,
+                protocol,
+            },
             Arc::clone(&kafka_ctx),
             stop_rx.clone(),
         )));

@@ -1,0 +1,171 @@
+//! SASL on SASL_PLAINTEXT listeners: SaslHandshake (v0–1) then SaslAuthenticate (v0–2)
+//! carrying a SCRAM-SHA-256/512 exchange (KIP-84). Until a connection has authenticated it may
+//! send only ApiVersions, SaslHandshake and SaslAuthenticate; anything else closes it, as Kafka
+//! does. A failed exchange is answered with SASL_AUTHENTICATION_FAILED and then closed.
+
+use bytes::Bytes;
+use herald_auth::scram::{Mechanism, ScramError, ServerExchange, Step};
+use kafka_protocol::messages::{
+    ApiKey, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+    SaslHandshakeResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::conn::Connection;
+
+pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+pub const ILLEGAL_SASL_STATE: i16 = 34;
+pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
+
+/// A listener's security protocol (TLS listeners are not available yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    Plaintext,
+    SaslPlaintext,
+}
+
+impl SecurityProtocol {
+    /// The protocol of a listener named like Kafka's protocols; other names are PLAINTEXT.
+    pub fn for_listener(name: &str) -> Result<SecurityProtocol, String> {
+        match name.to_ascii_uppercase().as_str() {
+            "SASL_PLAINTEXT" => Ok(SecurityProtocol::SaslPlaintext),
+            "SSL" | "SASL_SSL" => Err(format!(
+                "listener {name}: TLS listeners are not supported yet; use PLAINTEXT or SASL_PLAINTEXT"
+            )),
+            _ => Ok(SecurityProtocol::Plaintext),
+        }
+    }
+}
+
+/// Where a connection is in its authentication.
+#[derive(Default)]
+pub enum SaslState {
+    /// A PLAINTEXT listener: nothing to do.
+    #[default]
+    NotRequired,
+    AwaitingHandshake,
+    Handshaken(Mechanism),
+    Exchanging(Mechanism, Box<ServerExchange>),
+    Authenticated(String),
+    /// The exchange failed; the connection is closed after the response.
+    Failed,
+}
+
+impl SaslState {
+    pub fn for_protocol(p: SecurityProtocol) -> SaslState {
+        match p {
+            SecurityProtocol::Plaintext => SaslState::NotRequired,
+            SecurityProtocol::SaslPlaintext => SaslState::AwaitingHandshake,
+        }
+    }
+
+    /// Whether requests of `key` may be served in this state.
+    pub fn admits(&self, key: ApiKey) -> bool {
+        match self {
+            SaslState::NotRequired | SaslState::Authenticated(_) => true,
+            SaslState::Failed => false,
+            _ => matches!(
+                key,
+                ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+            ),
+        }
+    }
+
+    /// The authenticated principal (`User:<name>`), if any.
+    pub fn principal(&self) -> Option<String> {
+        match self {
+            SaslState::Authenticated(u) => Some(format!("User:{u}")),
+            _ => None,
+        }
+    }
+}
+
+fn mechanisms() -> Vec<StrBytes> {
+    Mechanism::ALL
+        .iter()
+        .map(|m| StrBytes::from_static_str(m.name()))
+        .collect()
+}
+
+pub fn handshake(conn: &Connection, req: SaslHandshakeRequest) -> SaslHandshakeResponse {
+    let mut state = conn.sasl.lock();
+    let code = match &*state {
+        SaslState::NotRequired => UNSUPPORTED_SASL_MECHANISM,
+        SaslState::AwaitingHandshake => match Mechanism::from_name(req.mechanism.as_str()) {
+            Some(m) => {
+                *state = SaslState::Handshaken(m);
+                0
+            }
+            None => UNSUPPORTED_SASL_MECHANISM,
+        },
+        _ => ILLEGAL_SASL_STATE,
+    };
+    SaslHandshakeResponse::default()
+        .with_error_code(code)
+        .with_mechanisms(if matches!(*state, SaslState::NotRequired) {
+            Vec::new()
+        } else {
+            mechanisms()
+        })
+}
+
+fn failed(conn: &Connection, mech: Mechanism, reason: &'static str) -> SaslAuthenticateResponse {
+    *conn.sasl.lock() = SaslState::Failed;
+    metrics::counter!("auth_failures_total", "interface" => "kafka", "reason" => reason)
+        .increment(1);
+    tracing::info!(peer = %conn.peer, reason, "kafka SASL authentication failed");
+    SaslAuthenticateResponse::default()
+        .with_error_code(SASL_AUTHENTICATION_FAILED)
+        .with_error_message(Some(StrBytes::from_string(format!(
+            "Authentication failed during authentication due to invalid credentials with SASL mechanism {}",
+            mech.name()
+        ))))
+}
+
+fn reason(e: &ScramError) -> &'static str {
+    match e {
+        ScramError::UnknownUser | ScramError::InvalidProof => "bad_credentials",
+        ScramError::InvalidNonce => "bad_nonce",
+        ScramError::ChannelBinding | ScramError::UnsupportedExtension(_) => "unsupported",
+        ScramError::Malformed(_) => "malformed",
+        ScramError::Done => "replay",
+    }
+}
+
+pub fn authenticate(conn: &Connection, req: SaslAuthenticateRequest) -> SaslAuthenticateResponse {
+    let state = std::mem::take(&mut *conn.sasl.lock());
+    match state {
+        SaslState::Handshaken(mech) => {
+            let mut ex = ServerExchange::new(mech);
+            let users = conn.ctx.broker.users();
+            match ex.client_first(&req.auth_bytes, |name| users.credential(name, mech)) {
+                Ok(first) => {
+                    *conn.sasl.lock() = SaslState::Exchanging(mech, Box::new(ex));
+                    SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(first))
+                }
+                Err(e) => failed(conn, mech, reason(&e)),
+            }
+        }
+        SaslState::Exchanging(mech, mut ex) => match ex.client_final(&req.auth_bytes) {
+            Ok(Step::Done {
+                username,
+                final_message,
+            }) => {
+                tracing::debug!(peer = %conn.peer, user = %username, "kafka client authenticated");
+                *conn.sasl.lock() = SaslState::Authenticated(username);
+                SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(final_message))
+            }
+            Ok(Step::Continue(_)) => failed(conn, mech, "malformed"),
+            Err(e) => failed(conn, mech, reason(&e)),
+        },
+        other => {
+            let illegal = !matches!(other, SaslState::NotRequired);
+            *conn.sasl.lock() = if illegal { SaslState::Failed } else { other };
+            SaslAuthenticateResponse::default()
+                .with_error_code(ILLEGAL_SASL_STATE)
+                .with_error_message(Some(StrBytes::from_static_str(
+                    "SaslAuthenticate needs a successful SaslHandshake first",
+                )))
+        }
+    }
+}
