@@ -1,7 +1,8 @@
 //! `herald-auth` is Herald's security model, shared by every interface: Kafka's ACL model and
 //! the authorizer decision ([`acl`]), and SCRAM-SHA-256/512 credentials and the server side of
-//! the exchange as a sans-I/O state machine ([`scram`]). It does no I/O and knows no wire
+//! the exchange as a sans-I/O state machine ([`scram`]), and API keys ([`keys`]). It does no I/O and knows no wire
 //! protocol.
 
 pub mod acl;
+pub mod keys;
 pub mod scram;

@@ -255,6 +255,21 @@ async fn append(
         .map_err(BrokerError::from)
 }
 
+/// Creates one of Herald's single-partition internal topics (kept forever) if it is missing.
+pub(crate) fn ensure_internal_topic(log: &Log, name: &str) -> Result<(), BrokerError> {
+    if log.topic(name).is_some() {
+        return Ok(());
+    }
+    match log.create_topic(
+        name,
+        1,
+        BTreeMap::from([("retention.ms".to_owned(), "-1".to_owned())]),
+    ) {
+        Ok(_) | Err(LogError::TopicExists(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl Broker {
     /// Opens the broker over a log: loads committed consumer-group offsets and group metadata.
     /// Call [`Broker::start`] from within the async runtime to run its timers.

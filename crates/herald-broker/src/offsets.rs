@@ -91,16 +91,7 @@ fn record(key: &Key, value: Option<&Value>) -> Record {
 impl OffsetStore {
     /// Opens the store, creating the internal topic on first use and loading every live entry.
     pub fn open(log: Log) -> Result<OffsetStore, BrokerError> {
-        if log.topic(OFFSETS_TOPIC).is_none() {
-            match log.create_topic(
-                OFFSETS_TOPIC,
-                1,
-                BTreeMap::from([("retention.ms".to_owned(), "-1".to_owned())]),
-            ) {
-                Ok(_) | Err(herald_log::LogError::TopicExists(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        crate::ensure_internal_topic(&log, OFFSETS_TOPIC)?;
         let store = OffsetStore {
             log,
             state: Mutex::new(State::default()),

@@ -45,16 +45,7 @@ pub struct UserStore {
 
 impl UserStore {
     pub fn open(log: Log) -> Result<UserStore, BrokerError> {
-        if log.topic(SECURITY_TOPIC).is_none() {
-            match log.create_topic(
-                SECURITY_TOPIC,
-                1,
-                BTreeMap::from([("retention.ms".to_owned(), "-1".to_owned())]),
-            ) {
-                Ok(_) | Err(herald_log::LogError::TopicExists(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        crate::ensure_internal_topic(&log, SECURITY_TOPIC)?;
         let store = UserStore {
             log,
             users: RwLock::new(BTreeMap::new()),

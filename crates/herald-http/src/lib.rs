@@ -133,21 +133,15 @@ async fn method_not_allowed() -> ApiError {
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-        return Some(k.trim());
-    }
-    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, key) = auth.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("apikey").then_some(key.trim())
+    herald_auth::keys::presented_api_key(
+        headers.get("x-api-key").and_then(|v| v.to_str().ok()),
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
 }
 
-/// Compares in time independent of where the inputs differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+use herald_auth::keys::constant_time_eq;
 
 async fn require_api_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
     match presented_key(req.headers()) {

@@ -19,12 +19,12 @@ use crate::hub::Control;
 use crate::proto::{Disconnect, ErrorCode, Json, StreamPosition};
 
 fn api_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-        return Some(k.trim());
-    }
-    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, key) = auth.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("apikey").then_some(key.trim())
+    herald_auth::keys::presented_api_key(
+        headers.get("x-api-key").and_then(|v| v.to_str().ok()),
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -35,12 +35,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .then_some(token.trim())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+use herald_auth::keys::constant_time_eq;
 
 fn is_admin(gw: &Gateway, headers: &HeaderMap) -> bool {
     api_key(headers).is_some_and(|k| constant_time_eq(k.as_bytes(), gw.admin_api_key.as_bytes()))

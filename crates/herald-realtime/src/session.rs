@@ -875,6 +875,31 @@ async fn run_frame(s: &mut Session, text: &str) -> (Vec<String>, Option<Disconne
     (replies, None)
 }
 
+/// Handles one incoming WebSocket message; `Some(end)` ends the connection (with a close code
+/// or without one when the client went away).
+async fn on_message(
+    s: &mut Session,
+    ws: &mut WebSocket,
+    msg: Option<Result<Message, axum::Error>>,
+) -> Option<Option<Disconnect>> {
+    match msg {
+        Some(Ok(Message::Text(t))) => {
+            // Boxed: the command futures are large and a connection is idle most of the time;
+            // keeping them out of the task keeps idle connections small.
+            let (replies, d) = Box::pin(run_frame(s, t.as_str())).await;
+            if !replies.is_empty()
+                && let Err(e) = send_text(ws, replies.join("\n")).await
+            {
+                return Some(Some(e));
+            }
+            d.map(Some)
+        }
+        Some(Ok(Message::Binary(_))) => Some(Some(Disconnect::BAD_REQUEST)),
+        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => Some(None),
+        Some(Ok(_)) => None,
+    }
+}
+
 async fn run_ws(gw: Arc<Gateway>, mut ws: WebSocket) {
     let mut s = Session::new(Arc::clone(&gw), false);
     let d = drive_ws(&gw, &mut s, &mut ws).await;
@@ -894,21 +919,8 @@ async fn drive_ws(gw: &Arc<Gateway>, s: &mut Session, ws: &mut WebSocket) -> Opt
             _ = tokio::time::sleep_until(deadline) => return Some(Disconnect::BAD_REQUEST),
             _ = shutdown.changed() => return Some(Disconnect::SHUTDOWN),
         };
-        match msg {
-            Some(Ok(Message::Text(t))) => {
-                let (replies, d) = Box::pin(run_frame(s, t.as_str())).await;
-                if !replies.is_empty()
-                    && let Err(e) = send_text(ws, replies.join("\n")).await
-                {
-                    return Some(e);
-                }
-                if d.is_some() {
-                    return d;
-                }
-            }
-            Some(Ok(Message::Binary(_))) => return Some(Disconnect::BAD_REQUEST),
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
-            Some(Ok(_)) => {}
+        if let Some(end) = on_message(s, ws, msg).await {
+            return end;
         }
     }
     let (Some(client), Some(mut rx), Some(mut ctl)) =
@@ -947,25 +959,13 @@ async fn drive_ws(gw: &Arc<Gateway>, s: &mut Session, ws: &mut WebSocket) -> Opt
                     return Some(d);
                 }
             }
-            m = ws.recv() => match m {
-                Some(Ok(Message::Text(t))) => {
-                    awaiting_pong = None;
-                    // Boxed: the command futures are large and a connection is idle most of
-                    // the time; keeping them out of the task keeps idle connections small.
-                    let (replies, d) = Box::pin(run_frame(s, t.as_str())).await;
-                    if !replies.is_empty()
-                        && let Err(e) = send_text(ws, replies.join("\n")).await
-                    {
-                        return Some(e);
-                    }
-                    if d.is_some() {
-                        return d;
-                    }
+            m = ws.recv() => {
+                // Any frame from the client counts as its pong.
+                awaiting_pong = None;
+                if let Some(end) = on_message(s, ws, m).await {
+                    return end;
                 }
-                Some(Ok(Message::Binary(_))) => return Some(Disconnect::BAD_REQUEST),
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
-                Some(Ok(_)) => {}
-            },
+            }
             m = rx.recv() => {
                 let first = m?;
                 let mut batch = String::new();
