@@ -294,6 +294,12 @@ impl Broker {
         tokio::spawn(Arc::clone(&self.groups).run_timers())
     }
 
+    /// The metric label for a tenant: its id for the first `max_tenant_labels` tenants seen,
+    /// then a shared overflow label, so every interface keeps series bounded the same way.
+    pub fn tenant_label(&self, tenant: &str) -> String {
+        self.tenant_labels.label(tenant)
+    }
+
     /// SCRAM credentials of Kafka users.
     pub fn users(&self) -> &users::UserStore {
         &self.users

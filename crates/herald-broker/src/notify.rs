@@ -11,7 +11,7 @@ use tokio::sync::watch;
 #[derive(Default)]
 pub struct Notifier {
     channels: Mutex<HashMap<PartitionKey, watch::Sender<u64>>>,
-    tap: Mutex<Option<Arc<AppendTap>>>,
+    tap: std::sync::OnceLock<Arc<AppendTap>>,
 }
 
 /// Partitions that received records since the tap's owner last looked: a set (bounded by the
@@ -51,11 +51,12 @@ impl Notifier {
 
     /// Installs the append tap (one per process) and returns it.
     pub fn tap(&self) -> Arc<AppendTap> {
-        Arc::clone(self.tap.lock().get_or_insert_with(Default::default))
+        Arc::clone(self.tap.get_or_init(Default::default))
     }
 
     pub fn notify(&self, topic: &str, partition: u32) {
-        if let Some(tap) = self.tap.lock().as_ref() {
+        // Read without a lock: every append passes here.
+        if let Some(tap) = self.tap.get() {
             tap.dirty.lock().insert((Arc::from(topic), partition));
             tap.wake.notify_one();
         }

@@ -281,14 +281,13 @@ impl Hub {
 
     /// Delivers a publication to every subscriber of `channel`. `body` is the push body
     /// (`{"channel":..,"pub":..}`).
-    pub fn publish(&self, channel: &Arc<str>, offset: u64, body: &str) -> usize {
+    pub fn publish(&self, channel: &Arc<str>, offset: u64, body: &str) {
         let chans = self.channels.read();
         let Some(subs) = chans.get(channel) else {
-            return 0;
+            return;
         };
         let mut bidi: Option<Arc<str>> = None;
         let mut uni: Option<Arc<str>> = None;
-        let mut sent = 0;
         for s in subs.values() {
             let line = if s.client.unidirectional {
                 Arc::clone(uni.get_or_insert_with(|| Arc::from(body)))
@@ -304,11 +303,8 @@ impl Hub {
             } else {
                 Outbound::Line(line)
             };
-            if s.client.push(msg) {
-                sent += 1;
-            }
+            s.client.push(msg);
         }
-        sent
     }
 
     /// Join or leave pushes to the subscribers that asked for them (or all with `force`).

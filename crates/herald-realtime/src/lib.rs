@@ -255,7 +255,8 @@ impl Gateway {
             .stats
             .events_published
             .fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("events_published_total", "tenant" => tenant.unwrap_or("-").to_owned(), "service" => "realtime")
+        let tenant = tenant.map_or_else(|| "-".to_owned(), |t| self.broker.tenant_label(t));
+        metrics::counter!("events_published_total", "tenant" => tenant, "service" => "realtime")
             .increment(1);
         metrics::histogram!("event_publish_duration_seconds", "interface" => interface)
             .record(started.elapsed().as_secs_f64());

@@ -21,7 +21,6 @@ use crate::config::Namespace;
 use crate::proto::{ErrorCode, Json, Publication};
 
 pub const CHANNEL_TOPIC_PREFIX: &str = herald_core::topic::CHANNEL_STREAM_PREFIX;
-const EPOCH_KEY: &str = "herald.channel.epoch";
 const INFO_HEADER: &str = "i";
 const TAGS_HEADER: &str = "t";
 
@@ -128,33 +127,22 @@ impl Streams {
 
     /// The stream's position; offset 0 when nothing was published yet.
     pub fn position(&self, channel: &str) -> Position {
-        let topic = topic_of(channel);
-        let (Some(info), Ok(stats)) = (self.log.topic(&topic), self.log.partition_stats(&topic, 0))
-        else {
-            return Position {
-                offset: 0,
-                epoch: self.epoch_for(channel),
-            };
-        };
         Position {
-            offset: stats.high_watermark,
-            epoch: info
-                .config
-                .get(EPOCH_KEY)
-                .cloned()
-                .unwrap_or_else(|| self.epoch_for(channel)),
+            offset: self
+                .log
+                .partition_stats(&topic_of(channel), 0)
+                .map_or(0, |s| s.high_watermark),
+            epoch: self.epoch_for(channel),
         }
     }
 
-    /// The stream's position, creating the stream if needed (on the first publication).
-    async fn ensure(&self, channel: &str, ns: &Namespace) -> Result<Position, StreamError> {
+    /// Creates the stream on the first publication.
+    async fn ensure(&self, channel: &str, ns: &Namespace) -> Result<(), StreamError> {
         let topic = topic_of(channel);
-        if self.log.topic(&topic).is_some() {
-            return Ok(self.position(channel));
+        if self.log.partition_stats(&topic, 0).is_ok() {
+            return Ok(());
         }
-        let topic = topic_of(channel);
         let mut config = TopicConfig::new();
-        config.insert(EPOCH_KEY.to_owned(), self.epoch_for(channel));
         config.insert(
             "retention.ms".to_owned(),
             (ns.history_ttl_secs.saturating_mul(1000)).to_string(),
@@ -165,12 +153,12 @@ impl Streams {
             Err(e) => return Err(e),
         }
         // Created now or by a concurrent caller: either way it exists unless creation failed.
-        if self.log.topic(&topic_of(channel)).is_none() {
+        if self.log.partition_stats(&topic_of(channel), 0).is_err() {
             return Err(StreamError::Internal(format!(
                 "cannot create the stream of {channel}"
             )));
         }
-        Ok(self.position(channel))
+        Ok(())
     }
 
     /// Appends a publication and fans it out once it is durable. `data` must be JSON.
@@ -183,7 +171,7 @@ impl Streams {
         tags: Option<&BTreeMap<String, String>>,
         idempotency_key: Option<&str>,
     ) -> Result<Published, StreamError> {
-        let pos = self.ensure(channel, ns).await?;
+        self.ensure(channel, ns).await?;
         let mut headers = Vec::new();
         if let Some(i) = info {
             headers.push((INFO_HEADER.to_owned(), Some(Bytes::from(i.to_owned()))));
@@ -250,27 +238,20 @@ impl Streams {
         let outcome = rx
             .await
             .map_err(|_| StreamError::Unavailable("the log closed".into()))??;
-        let published = match outcome {
-            AppendOutcome::Appended { base_offset, .. } => Published {
-                offset: base_offset + 1,
-                epoch: pos.epoch,
-                duplicate: false,
-            },
+        let (offset, duplicate) = match outcome {
+            AppendOutcome::Appended { base_offset, .. } => (base_offset + 1, false),
             AppendOutcome::Duplicate { hits } => {
                 let hit = hits.into_iter().flatten().next().ok_or_else(|| {
                     StreamError::Internal("duplicate without a previous position".into())
                 })?;
-                Published {
-                    offset: hit.offset + 1,
-                    epoch: pos.epoch,
-                    duplicate: true,
-                }
+                (hit.offset + 1, true)
             }
-            AppendOutcome::DuplicateBatch { base_offset, .. } => Published {
-                offset: base_offset + 1,
-                epoch: pos.epoch,
-                duplicate: true,
-            },
+            AppendOutcome::DuplicateBatch { base_offset, .. } => (base_offset + 1, true),
+        };
+        let published = Published {
+            offset,
+            epoch: self.epoch_for(channel),
+            duplicate,
         };
         self.maybe_trim(channel, ns);
         Ok(published)
