@@ -575,3 +575,107 @@ async fn extreme_values_from_clients_are_answered_not_panicked_on() {
     assert_eq!(r["subscribe"]["was_recovering"], true, "{r}");
     server.stop();
 }
+
+#[tokio::test]
+async fn subscription_tokens_and_sub_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let sub_token = |user: &str, channel: &str, exp: i64| {
+        token(json!({"sub": user, "channel": channel, "exp": exp}))
+    };
+    let (mut ws, _) = connect(&server, &user_token("u", "3", &[])).await;
+    let ch = "tenant:3:private";
+    for (id, channel, tok, code) in [
+        (2, ch, sub_token("u", "tenant:3:other", now() + 60), 103),
+        (3, ch, sub_token("someone-else", ch, now() + 60), 103),
+        (4, ch, sub_token("u", ch, now() - 10), 109),
+        // A subscription token cannot cross tenants either.
+        (
+            5,
+            "tenant:4:private",
+            sub_token("u", "tenant:4:private", now() + 60),
+            103,
+        ),
+    ] {
+        let r = call(
+            &mut ws,
+            id,
+            "subscribe",
+            json!({"channel": channel, "token": tok}),
+        )
+        .await;
+        assert_eq!(r["error"]["code"], code, "{id}: {r}");
+    }
+    let r = call(
+        &mut ws,
+        6,
+        "subscribe",
+        json!({"channel": ch, "token": sub_token("u", ch, now() + 60)}),
+    )
+    .await;
+    assert_eq!(r["subscribe"]["expires"], true, "{r}");
+    assert!(r["subscribe"]["ttl"].as_u64().unwrap() <= 60, "{r}");
+    let r = call(
+        &mut ws,
+        7,
+        "sub_refresh",
+        json!({"channel": ch, "token": sub_token("u", ch, now() + 3600)}),
+    )
+    .await;
+    assert!(r["sub_refresh"]["ttl"].as_u64().unwrap() > 60, "{r}");
+    let r = call(
+        &mut ws,
+        8,
+        "sub_refresh",
+        json!({"channel": ch, "token": sub_token("u", "tenant:3:other", now() + 3600)}),
+    )
+    .await;
+    assert_eq!(r["error"]["code"], 103, "{r}");
+    server.stop();
+}
+
+#[tokio::test]
+async fn the_tenant_limit_is_shared_by_its_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("herald.toml");
+    std::fs::write(
+        &config,
+        "[realtime.rate_limits]\nmax_requests = 100\ntenant_max_requests = 4\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(
+        &data,
+        &["--config", config.to_str().unwrap()],
+        &[("HERALD_JWT_SECRET", SECRET), ("HERALD_ADMIN_API_KEY", KEY)],
+    );
+    let (mut a, _) = connect(&server, &user_token("a", "9", &[])).await;
+    let (mut b, _) = connect(&server, &user_token("b", "9", &[])).await;
+    let (mut other, _) = connect(&server, &user_token("c", "10", &[])).await;
+    for ws in [&mut a, &mut b] {
+        for id in 2..4 {
+            let r = call(
+                ws,
+                id,
+                "subscribe",
+                json!({"channel": format!("tenant:9:x{id}")}),
+            )
+            .await;
+            assert!(r.get("error").is_none(), "{r}");
+        }
+    }
+    let r = call(&mut b, 4, "subscribe", json!({"channel": "tenant:9:y"})).await;
+    assert_eq!(r["error"]["code"], 111, "the tenant's fifth command: {r}");
+    let r = call(
+        &mut other,
+        2,
+        "subscribe",
+        json!({"channel": "tenant:10:y"}),
+    )
+    .await;
+    assert!(
+        r.get("error").is_none(),
+        "another tenant is not affected: {r}"
+    );
+    server.stop();
+}
