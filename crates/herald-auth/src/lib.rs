@@ -4,5 +4,7 @@
 //! protocol.
 
 pub mod acl;
+pub mod authz;
 pub mod keys;
+pub mod quota;
 pub mod scram;

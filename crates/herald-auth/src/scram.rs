@@ -151,14 +151,46 @@ impl StoredCredential {
     pub fn derive(mechanism: Mechanism, password: &str, salt: &[u8], iterations: u32) -> Self {
         let iterations = iterations.clamp(MIN_ITERATIONS, MAX_ITERATIONS);
         let salted = mechanism.salted_password(password.as_bytes(), salt, iterations);
-        let client_key = mechanism.hmac(&salted, &[b"Client Key"]);
+        Self::keys_from_salted(mechanism, salt, &salted, iterations)
+    }
+
+    fn keys_from_salted(
+        mechanism: Mechanism,
+        salt: &[u8],
+        salted_password: &[u8],
+        iterations: u32,
+    ) -> Self {
+        let client_key = mechanism.hmac(salted_password, &[b"Client Key"]);
         StoredCredential {
             mechanism,
             salt: salt.to_vec(),
             iterations,
             stored_key: mechanism.hash(&client_key),
-            server_key: mechanism.hmac(&salted, &[b"Server Key"]),
+            server_key: mechanism.hmac(salted_password, &[b"Server Key"]),
         }
+    }
+
+    /// The credential from an already salted password (`Hi(password, salt, iterations)`), as
+    /// Kafka's AlterUserScramCredentials carries it. `None` if the salted password's length is
+    /// not the mechanism's digest length, the salt is empty, or `iterations` is out of range.
+    pub fn from_salted_password(
+        mechanism: Mechanism,
+        salt: &[u8],
+        salted_password: &[u8],
+        iterations: u32,
+    ) -> Option<Self> {
+        if salt.is_empty()
+            || salted_password.len() != mechanism.digest_len()
+            || !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations)
+        {
+            return None;
+        }
+        Some(Self::keys_from_salted(
+            mechanism,
+            salt,
+            salted_password,
+            iterations,
+        ))
     }
 
     /// Derives the credential for `password` with a random 32-byte salt.
@@ -610,6 +642,29 @@ mod tests {
 
     /// The RFC 7677 inputs through SCRAM-SHA-512; expected values from an independent
     /// implementation (Python's hashlib/hmac, checked against the RFC 7677 vector first).
+    #[test]
+    fn salted_password_form_matches_derive() {
+        let m = Mechanism::Sha256;
+        let d = StoredCredential::derive(m, "pencil", b"salt1234", 4096);
+        let salted = m.salted_password(b"pencil", b"salt1234", 4096);
+        assert_eq!(
+            StoredCredential::from_salted_password(m, b"salt1234", &salted, 4096),
+            Some(d)
+        );
+        assert_eq!(
+            StoredCredential::from_salted_password(m, b"", &salted, 4096),
+            None
+        );
+        assert_eq!(
+            StoredCredential::from_salted_password(m, b"s", &salted[1..], 4096),
+            None
+        );
+        assert_eq!(
+            StoredCredential::from_salted_password(m, b"s", &salted, 1),
+            None
+        );
+    }
+
     #[test]
     fn sha512_known_answer() {
         let (mut ex, _) = started(Sha512, "user");

@@ -29,6 +29,9 @@ pub enum BrokerError {
     /// An idempotent producer the partition has no state for sent a batch not starting at 0.
     #[error("{0}")]
     UnknownProducerId(String),
+    /// The caller may not do this (the authorizer said no).
+    #[error("{0}")]
+    Forbidden(String),
     /// Temporarily unable to serve: overloaded or shutting down. Retrying later may succeed.
     #[error("{0}")]
     Unavailable(String),

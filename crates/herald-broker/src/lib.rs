@@ -15,7 +15,7 @@ mod metrics_labels;
 mod notify;
 pub mod offsets;
 mod partitioner;
-pub mod users;
+pub mod security;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,6 +52,10 @@ pub struct BrokerConfig {
     pub default_retention_ms: i64,
     /// Consumer-group coordinator settings.
     pub groups: herald_core::group::GroupConfig,
+    /// Principals allowed everything (`super.users`), e.g. `User:admin`.
+    pub superusers: Vec<String>,
+    /// Produce/fetch byte rates and HTTP request rates per principal.
+    pub quotas: herald_auth::quota::QuotaConfig,
 }
 
 impl Default for BrokerConfig {
@@ -64,6 +68,8 @@ impl Default for BrokerConfig {
             max_tenant_labels: 1000,
             default_retention_ms: 604_800_000,
             groups: herald_core::group::GroupConfig::default(),
+            superusers: Vec::new(),
+            quotas: herald_auth::quota::QuotaConfig::default(),
         }
     }
 }
@@ -211,7 +217,7 @@ pub struct Broker {
     notifier: Notifier,
     tenant_labels: LabelLimiter,
     groups: Arc<groups::Groups>,
-    users: users::UserStore,
+    security: security::Security,
 }
 
 fn now_ms() -> i64 {
@@ -277,7 +283,7 @@ impl Broker {
         let grammar = TopicGrammar::new(&cfg.topic_prefix)
             .map_err(|e| BrokerError::Invalid(format!("topic_prefix: {e}")))?;
         let groups = Arc::new(groups::Groups::open(log.clone(), cfg.groups.clone())?);
-        let users = users::UserStore::open(log.clone())?;
+        let security = security::Security::open(log.clone(), &cfg)?;
         Ok(Broker {
             log,
             grammar,
@@ -285,12 +291,13 @@ impl Broker {
             cfg,
             notifier: Notifier::default(),
             groups,
-            users,
+            security,
         })
     }
 
     /// Starts background work (consumer-group session and rebalance timers).
     pub fn start(&self) -> tokio::task::JoinHandle<()> {
+        self.security.start_audit();
         tokio::spawn(Arc::clone(&self.groups).run_timers())
     }
 
@@ -300,9 +307,9 @@ impl Broker {
         self.tenant_labels.label(tenant)
     }
 
-    /// SCRAM credentials of Kafka users.
-    pub fn users(&self) -> &users::UserStore {
-        &self.users
+    /// Users, ACLs, API keys, tenants and the authorizer.
+    pub fn security(&self) -> &security::Security {
+        &self.security
     }
 
     pub fn groups(&self) -> &groups::Groups {
@@ -332,6 +339,16 @@ impl Broker {
         &self,
         values: Vec<serde_json::Value>,
     ) -> Result<Vec<Published>, BrokerError> {
+        self.publish_events_checked(values, &|_| true).await
+    }
+
+    /// [`Broker::publish_events`], asking `may_write` about every target topic before anything
+    /// is appended: one refused topic refuses the whole request with `Forbidden`.
+    pub async fn publish_events_checked(
+        &self,
+        values: Vec<serde_json::Value>,
+        may_write: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<Vec<Published>, BrokerError> {
         let started = Instant::now();
         let now = OffsetDateTime::now_utc();
         let unknown = if self.cfg.strict_envelopes {
@@ -358,6 +375,11 @@ impl Broker {
             herald_core::validate_topic_name(&topic)
                 .map_err(|e| BrokerError::InvalidEvent(e.to_string()))?;
             by_topic.entry(topic).or_default().push(i);
+        }
+        if let Some(topic) = by_topic.keys().find(|t| !may_write(t)) {
+            return Err(BrokerError::Forbidden(format!(
+                "not authorized to publish to topic {topic}"
+            )));
         }
         let mut results: Vec<Option<Published>> = vec![None; envelopes.len()];
         for (topic, idxs) in by_topic {

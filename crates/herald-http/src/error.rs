@@ -82,6 +82,7 @@ impl From<BrokerError> for ApiError {
             | BrokerError::UnknownProducerId(_) => {
                 ApiError::new(StatusCode::CONFLICT, "producer_sequence", msg)
             }
+            BrokerError::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", msg),
             BrokerError::Unavailable(_) => {
                 let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg);
                 e.retry_after = Some(1);

@@ -5,19 +5,26 @@
 //! exhaustive match; errors are always `{"error":{"code","message"}}`. It is not the WebSocket
 //! gateway and speaks no Kafka.
 
+mod admin;
+mod auth;
 mod body;
 mod error;
+mod quota;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
+use herald_auth::acl::Operation;
+use herald_auth::authz::Resource;
+
+use auth::Caller;
 use base64::Engine as _;
 use bytes::Bytes;
 use herald_broker::{Broker, RawRecord};
@@ -81,14 +88,10 @@ pub fn router(state: HttpState) -> Router {
             get(describe_group).delete(delete_group),
         )
         .route("/v1/groups/{group}/reset-offsets", post(reset_offsets))
-        .route("/v1/users", get(list_users))
-        .route(
-            "/v1/users/{user}",
-            axum::routing::put(put_user).delete(delete_user),
-        )
+        .merge(admin::routes())
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
-            require_api_key,
+            auth::authenticate,
         ));
     Router::new()
         .merge(api)
@@ -130,35 +133,6 @@ async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "method not allowed on this endpoint",
     )
-}
-
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    herald_auth::keys::presented_api_key(
-        headers.get("x-api-key").and_then(|v| v.to_str().ok()),
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    )
-}
-
-use herald_auth::keys::constant_time_eq;
-
-async fn require_api_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    match presented_key(req.headers()) {
-        Some(k) if constant_time_eq(k.as_bytes(), state.admin_api_key.as_bytes()) => {
-            next.run(req).await
-        }
-        presented => {
-            let reason = if presented.is_some() {
-                "invalid_key"
-            } else {
-                "missing_key"
-            };
-            metrics::counter!("auth_failures_total", "interface" => "http", "reason" => reason)
-                .increment(1);
-            ApiError::unauthorized().into_response()
-        }
-    }
 }
 
 async fn health() -> Json<Value> {
@@ -236,6 +210,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 async fn publish_events(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let (events, single) = match body {
@@ -267,7 +242,14 @@ async fn publish_events(
             ),
         ));
     }
-    let published = state.broker.publish_events(events).await?;
+    let published = state
+        .broker
+        .publish_events_checked(events, &|topic| {
+            caller
+                .allow(&state, Operation::Write, Resource::Topic(topic))
+                .is_ok()
+        })
+        .await?;
     if single {
         let first = published.into_iter().next().ok_or_else(|| {
             ApiError::new(
@@ -303,9 +285,13 @@ fn parse_body<T: for<'a> Deserialize<'a>>(v: Value) -> Result<T, ApiError> {
 
 async fn create_topic(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let req: CreateTopic = parse_body(body)?;
+    if !caller.permits(&state, Operation::Create, Resource::Cluster) {
+        caller.allow(&state, Operation::Create, Resource::Topic(&req.name))?;
+    }
     let d = state
         .broker
         .create_topic(&req.name, req.partitions, req.config)
@@ -315,16 +301,20 @@ async fn create_topic(
 
 async fn delete_topic(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(topic): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    caller.allow(&state, Operation::Delete, Resource::Topic(&topic))?;
     state.broker.delete_topic(&topic).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn describe_topic(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(topic): Path<String>,
 ) -> Result<Response, ApiError> {
+    caller.allow(&state, Operation::Describe, Resource::Topic(&topic))?;
     Ok(Json(state.broker.describe_topic(&topic)?).into_response())
 }
 
@@ -339,9 +329,11 @@ struct AlterConfig {
 
 async fn alter_config(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(topic): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    caller.allow(&state, Operation::AlterConfigs, Resource::Topic(&topic))?;
     let req: AlterConfig = parse_body(body)?;
     Ok(Json(
         state
@@ -354,6 +346,7 @@ async fn alter_config(
 
 async fn list_topics(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     check_params(&q, &["tenant", "match"])?;
@@ -371,6 +364,7 @@ async fn list_topics(
         .broker
         .list_topics(tenant.as_ref().map(|t| t.as_str()), glob.as_ref())
         .into_iter()
+        .filter(|t| caller.permits(&state, Operation::Describe, Resource::Topic(&t.name)))
         .map(|t| json!({"name": t.name, "partitions": t.partitions}))
         .collect();
     Ok(Json(json!({"topics": topics})).into_response())
@@ -452,9 +446,11 @@ struct EventsOut {
 
 async fn read_events(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(topic): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    caller.allow(&state, Operation::Read, Resource::Topic(&topic))?;
     check_params(&q, &["partition", "offset", "limit", "wait_ms", "from"])?;
     let partition: u32 = param(&q, "partition")?.unwrap_or(0);
     let limit: usize = param::<usize>(&q, "limit")?
@@ -547,9 +543,11 @@ struct ProduceRecord {
 
 async fn produce_records(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(topic): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    caller.allow(&state, Operation::Write, Resource::Topic(&topic))?;
     let req: ProduceRequest = parse_body(body)?;
     if req.records.len() > state.limits.max_events_per_request {
         return Err(ApiError::new(
@@ -618,12 +616,16 @@ fn group_error(e: herald_broker::groups::AdminError) -> ApiError {
     }
 }
 
-async fn list_groups(State(state): State<AppState>) -> Json<Value> {
+async fn list_groups(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Value> {
     let groups: Vec<Value> = state
         .broker
         .groups()
         .list()
         .into_iter()
+        .filter(|g| caller.permits(&state, Operation::Describe, Resource::Group(&g.group_id)))
         .map(|g| json!({"group": g.group_id, "state": g.state.as_str(), "protocol_type": g.protocol_type}))
         .collect();
     Json(json!({"groups": groups}))
@@ -631,8 +633,10 @@ async fn list_groups(State(state): State<AppState>) -> Json<Value> {
 
 async fn describe_group(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(group): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.allow(&state, Operation::Describe, Resource::Group(&group))?;
     let groups = state.broker.groups();
     let d = groups.describe(&group);
     let committed = groups.fetch(&group, None);
@@ -681,96 +685,16 @@ async fn describe_group(
 
 async fn delete_group(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(group): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    caller.allow(&state, Operation::Delete, Resource::Group(&group))?;
     state
         .broker
         .groups()
         .delete(&group)
         .await
         .map_err(group_error)?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UserRequest {
-    password: String,
-    /// Defaults to both SCRAM-SHA-256 and SCRAM-SHA-512.
-    mechanisms: Option<Vec<String>>,
-    iterations: Option<u32>,
-}
-
-/// Creates or replaces a Kafka user's SCRAM credentials; the password is salted and hashed
-/// here and never stored.
-async fn put_user(
-    State(state): State<AppState>,
-    Path(user): Path<String>,
-    JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
-    use herald_auth::scram::{DEFAULT_ITERATIONS, Mechanism, StoredCredential};
-    let req: UserRequest = parse_body(body)?;
-    herald_broker::users::validate_user_name(&user)?;
-    if req.password.len() < 8 || req.password.len() > 1024 {
-        return Err(ApiError::bad_request(
-            "password must be 8 to 1024 characters".to_owned(),
-        ));
-    }
-    let mechs: Vec<Mechanism> = match &req.mechanisms {
-        None => Mechanism::ALL.to_vec(),
-        Some(names) => names
-            .iter()
-            .map(|n| {
-                Mechanism::from_name(n).ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "unknown mechanism {n:?} (SCRAM-SHA-256 or SCRAM-SHA-512)"
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?,
-    };
-    if mechs.is_empty() {
-        return Err(ApiError::bad_request("no mechanism given".to_owned()));
-    }
-    let iterations = req.iterations.unwrap_or(DEFAULT_ITERATIONS);
-    for m in &mechs {
-        let password = req.password.clone();
-        let m = *m;
-        let cred = tokio::task::spawn_blocking(move || {
-            StoredCredential::generate(m, &password, iterations)
-        })
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-        state.broker.users().upsert(&user, cred).await?;
-    }
-    let names: Vec<&str> = mechs.iter().map(|m| m.name()).collect();
-    Ok(
-        Json(json!({"user": user, "principal": format!("User:{user}"), "mechanisms": names}))
-            .into_response(),
-    )
-}
-
-async fn list_users(State(state): State<AppState>) -> Json<Value> {
-    let users: Vec<Value> = state
-        .broker
-        .users()
-        .list()
-        .into_iter()
-        .map(|(name, mechs)| {
-            json!({
-                "user": name,
-                "mechanisms": mechs.iter().map(|(m, i)| json!({"mechanism": m.name(), "iterations": i})).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    Json(json!({ "users": users }))
-}
-
-async fn delete_user(
-    State(state): State<AppState>,
-    Path(user): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    state.broker.users().delete(&user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -788,9 +712,11 @@ struct ResetRequest {
 
 async fn reset_offsets(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(group): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
+    caller.allow(&state, Operation::Read, Resource::Group(&group))?;
     use herald_broker::groups::ResetTo;
     let req: ResetRequest = parse_body(body)?;
     let glob = TopicGlob::parse(&req.topics).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -836,6 +762,7 @@ async fn reset_offsets(
         .broker
         .list_topics(None, Some(&glob))
         .into_iter()
+        .filter(|t| caller.permits(&state, Operation::Read, Resource::Topic(&t.name)))
         .flat_map(|t| (0..t.partitions).map(move |p| (t.name.clone(), p)))
         .collect();
     if partitions.is_empty() {
@@ -887,6 +814,10 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use auth::presented_key;
+    use axum::http::HeaderMap;
+    use herald_auth::keys::constant_time_eq;
 
     #[test]
     fn api_key_headers() {

@@ -18,6 +18,9 @@ pub struct Connection {
     pub advertised: Arc<Advertised>,
     pub peer: SocketAddr,
     pub sasl: parking_lot::Mutex<SaslState>,
+    /// Set by a handler whose client exceeded a byte-rate quota: the connection is muted for
+    /// this long after the response is sent (KIP-219).
+    pub throttle: parking_lot::Mutex<std::time::Duration>,
 }
 
 /// Why a connection is closed instead of answered, as Kafka brokers do for requests they
@@ -48,6 +51,7 @@ impl Connection {
             advertised,
             peer,
             sasl,
+            throttle: parking_lot::Mutex::new(std::time::Duration::ZERO),
         }
     }
 

@@ -21,6 +21,12 @@ pub const INVALID_PRODUCER_EPOCH: i16 = 47;
 pub const UNKNOWN_PRODUCER_ID: i16 = 59;
 pub const KAFKA_STORAGE_ERROR: i16 = 56;
 pub const INVALID_RECORD: i16 = 87;
+pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+pub const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+pub const RESOURCE_NOT_FOUND: i16 = 91;
+pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
 
 /// The Kafka error code for a broker error, and whether its message should be passed on.
 /// `UNKNOWN_TOPIC_OR_PARTITION` is retriable for clients, which is what a Kafka broker answers
@@ -37,6 +43,7 @@ pub fn code(e: &BrokerError) -> i16 {
         BrokerError::InvalidProducerEpoch(_) => INVALID_PRODUCER_EPOCH,
         BrokerError::UnknownProducerId(_) => UNKNOWN_PRODUCER_ID,
         BrokerError::Unavailable(_) => REQUEST_TIMED_OUT,
+        BrokerError::Forbidden(_) => TOPIC_AUTHORIZATION_FAILED,
         BrokerError::Internal(_) => KAFKA_STORAGE_ERROR,
     }
 }

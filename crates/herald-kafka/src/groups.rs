@@ -33,8 +33,18 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use herald_auth::acl::Operation;
+use herald_auth::authz::Resource;
+
+use crate::authz::{self, check, permits};
 use crate::conn::Connection;
 use crate::errors;
+
+/// Whether this connection may `op` the group, counting and auditing a denial.
+fn group_allowed(conn: &Connection, group: &str, op: Operation) -> bool {
+    let who = authz::subject(conn);
+    check(conn, &who, op, Resource::Group(group))
+}
 
 const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 const NON_EMPTY_GROUP: i16 = 68;
@@ -61,6 +71,12 @@ pub async fn join(
     version: i16,
     client_id: String,
 ) -> JoinGroupResponse {
+    if !group_allowed(conn, req.group_id.0.as_str(), Operation::Read) {
+        return JoinGroupResponse::default()
+            .with_generation_id(-1)
+            .with_member_id(req.member_id)
+            .with_error_code(errors::GROUP_AUTHORIZATION_FAILED);
+    }
     let resp = conn
         .ctx
         .broker
@@ -121,6 +137,9 @@ pub async fn join(
 }
 
 pub async fn sync(conn: &Connection, req: SyncGroupRequest) -> SyncGroupResponse {
+    if !group_allowed(conn, req.group_id.0.as_str(), Operation::Read) {
+        return SyncGroupResponse::default().with_error_code(errors::GROUP_AUTHORIZATION_FAILED);
+    }
     let resp = conn
         .ctx
         .broker
@@ -152,6 +171,9 @@ pub async fn sync(conn: &Connection, req: SyncGroupRequest) -> SyncGroupResponse
 }
 
 pub async fn heartbeat(conn: &Connection, req: HeartbeatRequest) -> HeartbeatResponse {
+    if !group_allowed(conn, req.group_id.0.as_str(), Operation::Read) {
+        return HeartbeatResponse::default().with_error_code(errors::GROUP_AUTHORIZATION_FAILED);
+    }
     let r = conn
         .ctx
         .broker
@@ -168,6 +190,9 @@ pub async fn heartbeat(conn: &Connection, req: HeartbeatRequest) -> HeartbeatRes
 }
 
 pub async fn leave(conn: &Connection, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+    if !group_allowed(conn, req.group_id.0.as_str(), Operation::Read) {
+        return LeaveGroupResponse::default().with_error_code(errors::GROUP_AUTHORIZATION_FAILED);
+    }
     // v0–2 name one member; v3+ a batch.
     let members: Vec<LeavingMember> = if version < 3 {
         vec![LeavingMember {
@@ -223,6 +248,28 @@ pub async fn leave(conn: &Connection, req: LeaveGroupRequest, version: i16) -> L
 pub async fn offset_commit(conn: &Connection, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let broker = &conn.ctx.broker;
     let group = req.group_id.0.as_str().to_owned();
+    let who = authz::subject(conn);
+    if !check(conn, &who, Operation::Read, Resource::Group(&group)) {
+        return OffsetCommitResponse::default().with_topics(
+            req.topics
+                .iter()
+                .map(|t| {
+                    OffsetCommitResponseTopic::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    OffsetCommitResponsePartition::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(errors::GROUP_AUTHORIZATION_FAILED)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        );
+    }
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -232,6 +279,10 @@ pub async fn offset_commit(conn: &Connection, req: OffsetCommitRequest) -> Offse
     let mut batch = Vec::new();
     for t in &req.topics {
         let name = t.name.0.as_str();
+        if !check(conn, &who, Operation::Read, Resource::Topic(name)) {
+            codes.push(vec![errors::TOPIC_AUTHORIZATION_FAILED; t.partitions.len()]);
+            continue;
+        }
         let partitions = broker.log().topic(name).map(|i| i.partitions);
         let mut row = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
@@ -296,16 +347,32 @@ pub async fn offset_commit(conn: &Connection, req: OffsetCommitRequest) -> Offse
 /// A topic's partitions with their committed offsets.
 type TopicOffsets = (TopicName, Vec<(i32, Option<Committed>)>);
 
+/// A group's committed offsets: `Err` with GROUP_AUTHORIZATION_FAILED if the group may not be
+/// described; topics the client may not describe are refused when named (their partitions
+/// answer TOPIC_AUTHORIZATION_FAILED) and left out when all are asked for.
 fn fetch_group(
     conn: &Connection,
     group: &str,
     topics: Option<Vec<(TopicName, Vec<i32>)>>,
-) -> Vec<TopicOffsets> {
+) -> Result<Vec<(TopicOffsets, i16)>, i16> {
+    let who = authz::subject(conn);
+    if !check(conn, &who, Operation::Describe, Resource::Group(group)) {
+        return Err(errors::GROUP_AUTHORIZATION_FAILED);
+    }
     let groups = conn.ctx.broker.groups();
-    match topics {
+    Ok(match topics {
         Some(topics) => topics
             .into_iter()
             .map(|(name, parts)| {
+                if !check(
+                    conn,
+                    &who,
+                    Operation::Describe,
+                    Resource::Topic(name.0.as_str()),
+                ) {
+                    let rows = parts.into_iter().map(|p| (p, None)).collect();
+                    return ((name, rows), errors::TOPIC_AUTHORIZATION_FAILED);
+                }
                 let rows = parts
                     .into_iter()
                     .map(|p| {
@@ -319,21 +386,22 @@ fn fetch_group(
                         (p, c)
                     })
                     .collect();
-                (name, rows)
+                ((name, rows), errors::NONE)
             })
             .collect(),
         None => {
-            let mut out: Vec<TopicOffsets> = Vec::new();
+            let mut out: Vec<(TopicOffsets, i16)> = Vec::new();
             for (t, p, c) in groups.fetch(group, None) {
                 let idx = p as i32;
                 match out.last_mut() {
-                    Some((name, rows)) if name.0.as_str() == t => rows.push((idx, c)),
-                    _ => out.push((TopicName(s(t)), vec![(idx, c)])),
+                    Some(((name, rows), _)) if name.0.as_str() == t => rows.push((idx, c)),
+                    _ if !permits(conn, &who, Operation::Describe, Resource::Topic(&t)) => {}
+                    _ => out.push(((TopicName(s(t)), vec![(idx, c)]), errors::NONE)),
                 }
             }
             out
         }
-    }
+    })
 }
 
 pub fn offset_fetch(
@@ -351,12 +419,19 @@ pub fn offset_fetch(
                         .map(|t| (t.name, t.partition_indexes))
                         .collect()
                 });
-                let rows = fetch_group(conn, g.group_id.0.as_str(), topics);
+                let rows = match fetch_group(conn, g.group_id.0.as_str(), topics) {
+                    Ok(rows) => rows,
+                    Err(code) => {
+                        return OffsetFetchResponseGroup::default()
+                            .with_group_id(g.group_id)
+                            .with_error_code(code);
+                    }
+                };
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id)
                     .with_topics(
                         rows.into_iter()
-                            .map(|(name, parts)| {
+                            .map(|((name, parts), code)| {
                                 OffsetFetchResponseTopics::default()
                                     .with_name(name)
                                     .with_partitions(
@@ -369,6 +444,7 @@ pub fn offset_fetch(
                                                     .with_committed_offset(offset)
                                                     .with_committed_leader_epoch(epoch)
                                                     .with_metadata(meta)
+                                                    .with_error_code(code)
                                             })
                                             .collect(),
                                     )
@@ -384,10 +460,14 @@ pub fn offset_fetch(
             .map(|t| (t.name, t.partition_indexes))
             .collect()
     });
-    let rows = fetch_group(conn, req.group_id.0.as_str(), topics);
+    let rows = match fetch_group(conn, req.group_id.0.as_str(), topics) {
+        Ok(rows) => rows,
+        // v2+ has a top-level error code; v1 clients see it on no partition at all.
+        Err(code) => return OffsetFetchResponse::default().with_error_code(code),
+    };
     OffsetFetchResponse::default().with_topics(
         rows.into_iter()
-            .map(|(name, parts)| {
+            .map(|((name, parts), code)| {
                 OffsetFetchResponseTopic::default()
                     .with_name(name)
                     .with_partitions(
@@ -398,7 +478,8 @@ pub fn offset_fetch(
                                 let mut r = OffsetFetchResponsePartition::default()
                                     .with_partition_index(p)
                                     .with_committed_offset(offset)
-                                    .with_metadata(meta);
+                                    .with_metadata(meta)
+                                    .with_error_code(code);
                                 if version >= 5 {
                                     r = r.with_committed_leader_epoch(epoch);
                                 }
@@ -429,12 +510,22 @@ pub fn list_groups(conn: &Connection, req: ListGroupsRequest) -> ListGroupsRespo
         .iter()
         .map(|x| x.as_str().to_owned())
         .collect();
+    let who = authz::subject(conn);
+    let all = permits(conn, &who, Operation::Describe, Resource::Cluster);
     let groups = conn
         .ctx
         .broker
         .groups()
         .list()
         .into_iter()
+        .filter(|g| {
+            all || permits(
+                conn,
+                &who,
+                Operation::Describe,
+                Resource::Group(&g.group_id),
+            )
+        })
         .filter(|g| {
             wanted.is_empty()
                 || wanted
@@ -453,14 +544,25 @@ pub fn list_groups(conn: &Connection, req: ListGroupsRequest) -> ListGroupsRespo
 
 pub fn describe_groups(conn: &Connection, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
     let include_operations = req.include_authorized_operations;
+    let who = authz::subject(conn);
     let groups = req
         .groups
         .into_iter()
         .map(|g| {
+            if !check(
+                conn,
+                &who,
+                Operation::Describe,
+                Resource::Group(g.0.as_str()),
+            ) {
+                return DescribedGroup::default()
+                    .with_group_id(g)
+                    .with_error_code(errors::GROUP_AUTHORIZATION_FAILED)
+                    .with_authorized_operations(i32::MIN);
+            }
             let d = conn.ctx.broker.groups().describe(g.0.as_str());
-            // With no authorizer, Kafka reports READ, DELETE and DESCRIBE on a group.
             let operations = if include_operations {
-                (1 << 3) | (1 << 6) | (1 << 8)
+                authz::operations_mask(conn, &who, Resource::Group(g.0.as_str()), authz::GROUP_OPS)
             } else {
                 i32::MIN
             };
@@ -490,8 +592,17 @@ pub fn describe_groups(conn: &Connection, req: DescribeGroupsRequest) -> Describ
 }
 
 pub async fn delete_groups(conn: &Connection, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let who = authz::subject(conn);
     let mut results = Vec::with_capacity(req.groups_names.len());
     for g in req.groups_names {
+        if !check(conn, &who, Operation::Delete, Resource::Group(g.0.as_str())) {
+            results.push(
+                DeletableGroupResult::default()
+                    .with_group_id(g)
+                    .with_error_code(errors::GROUP_AUTHORIZATION_FAILED),
+            );
+            continue;
+        }
         let code = match conn.ctx.broker.groups().delete(g.0.as_str()).await {
             Ok(()) => errors::NONE,
             Err(e) => admin_code(&e),
@@ -507,10 +618,28 @@ pub async fn delete_groups(conn: &Connection, req: DeleteGroupsRequest) -> Delet
 
 pub async fn offset_delete(conn: &Connection, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group = req.group_id.0.as_str();
+    let who = authz::subject(conn);
+    if !check(conn, &who, Operation::Delete, Resource::Group(group)) {
+        return OffsetDeleteResponse::default().with_error_code(errors::GROUP_AUTHORIZATION_FAILED);
+    }
+    let allowed: Vec<bool> = req
+        .topics
+        .iter()
+        .map(|t| {
+            check(
+                conn,
+                &who,
+                Operation::Read,
+                Resource::Topic(t.name.0.as_str()),
+            )
+        })
+        .collect();
     let partitions: Vec<(String, u32)> = req
         .topics
         .iter()
-        .flat_map(|t| {
+        .zip(&allowed)
+        .filter(|(_, ok)| **ok)
+        .flat_map(|(t, _)| {
             t.partitions.iter().filter_map(move |p| {
                 u32::try_from(p.partition_index)
                     .ok()
@@ -533,7 +662,13 @@ pub async fn offset_delete(conn: &Connection, req: OffsetDeleteRequest) -> Offse
     let topics = req
         .topics
         .into_iter()
-        .map(|t| {
+        .zip(allowed)
+        .map(|(t, ok)| {
+            let code = if ok {
+                per_partition
+            } else {
+                errors::TOPIC_AUTHORIZATION_FAILED
+            };
             OffsetDeleteResponseTopic::default()
                 .with_name(t.name)
                 .with_partitions(
@@ -542,7 +677,7 @@ pub async fn offset_delete(conn: &Connection, req: OffsetDeleteRequest) -> Offse
                         .map(|p| {
                             OffsetDeleteResponsePartition::default()
                                 .with_partition_index(p.partition_index)
-                                .with_error_code(per_partition)
+                                .with_error_code(code)
                         })
                         .collect(),
                 )

@@ -38,6 +38,11 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
+use herald_auth::acl::Operation;
+use herald_auth::authz::{Resource, Subject};
+use herald_auth::quota::QuotaKind;
+
+use crate::authz::{self, check, permits};
 use crate::conn::{Connection, Fatal};
 use crate::errors::{self, code};
 use crate::versions;
@@ -64,8 +69,7 @@ pub async fn handle(conn: &Connection, frame: Bytes) -> Result<Option<BytesMut>,
         return Err(Fatal::UnknownApi(raw_key));
     };
     if !conn.sasl.lock().admits(key) {
-        metrics::counter!("auth_failures_total", "interface" => "kafka", "reason" => "unauthenticated")
-            .increment(1);
+        crate::sasl::record_failure(conn, "unauthenticated", format!("{key:?}"));
         return Err(Fatal::Malformed(format!(
             "{key:?} request before SASL authentication"
         )));
@@ -107,13 +111,30 @@ pub async fn handle(conn: &Connection, frame: Bytes) -> Result<Option<BytesMut>,
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata(conn, r, version).await),
         RequestKind::Produce(r) => {
             let acks = r.acks;
-            let resp = produce(conn, r).await;
+            let bytes = r
+                .topic_data
+                .iter()
+                .flat_map(|t| &t.partition_data)
+                .map(|p| p.records.as_ref().map_or(0, |b| b.len() as u64))
+                .sum();
+            let mut resp = produce(conn, r).await;
+            resp.throttle_time_ms = throttle_ms(conn, QuotaKind::Produce, bytes);
             if acks == 0 {
                 return Ok(None);
             }
             ResponseKind::Produce(resp)
         }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch(conn, r).await),
+        RequestKind::Fetch(r) => {
+            let mut resp = fetch(conn, r).await;
+            let bytes = resp
+                .responses
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .map(|p| p.records.as_ref().map_or(0, |b| b.len() as u64))
+                .sum();
+            resp.throttle_time_ms = throttle_ms(conn, QuotaKind::Fetch, bytes);
+            ResponseKind::Fetch(resp)
+        }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets(conn, r, version).await)
         }
@@ -166,7 +187,22 @@ pub async fn handle(conn: &Connection, frame: Bytes) -> Result<Option<BytesMut>,
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(find_coordinator(conn, r, version))
         }
-        RequestKind::InitProducerId(_) => ResponseKind::InitProducerId(init_producer_id(conn)),
+        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id(conn, r)),
+        RequestKind::CreateAcls(r) => {
+            ResponseKind::CreateAcls(crate::admin::create_acls(conn, r).await)
+        }
+        RequestKind::DescribeAcls(r) => {
+            ResponseKind::DescribeAcls(crate::admin::describe_acls(conn, r))
+        }
+        RequestKind::DeleteAcls(r) => {
+            ResponseKind::DeleteAcls(crate::admin::delete_acls(conn, r).await)
+        }
+        RequestKind::DescribeUserScramCredentials(r) => ResponseKind::DescribeUserScramCredentials(
+            crate::admin::describe_user_scram_credentials(conn, r),
+        ),
+        RequestKind::AlterUserScramCredentials(r) => ResponseKind::AlterUserScramCredentials(
+            crate::admin::alter_user_scram_credentials(conn, r).await,
+        ),
         RequestKind::SaslHandshake(r) => {
             ResponseKind::SaslHandshake(crate::sasl::handshake(conn, r))
         }
@@ -186,6 +222,23 @@ pub async fn handle(conn: &Connection, frame: Bytes) -> Result<Option<BytesMut>,
         header.correlation_id,
         response,
     )?))
+}
+
+/// Records `bytes` against the connection's byte-rate quota; returns the throttle time to
+/// report and mutes the connection for it after the response (KIP-219).
+fn throttle_ms(conn: &Connection, kind: QuotaKind, bytes: u64) -> i32 {
+    let quotas = conn.ctx.broker.security().quotas();
+    if !quotas.any() {
+        return 0;
+    }
+    let who = authz::subject(conn);
+    let d = quotas.record(&who, kind, bytes, std::time::Instant::now());
+    if d.is_zero() {
+        return 0;
+    }
+    metrics::counter!("quota_throttled_total", "interface" => "kafka").increment(1);
+    *conn.throttle.lock() = d;
+    i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
 }
 
 fn encode_response(
@@ -316,6 +369,7 @@ fn broker_entry(conn: &Connection) -> MetadataResponseBroker {
 
 fn metadata_topic(
     conn: &Connection,
+    who: &Subject,
     info: &herald_log::TopicInfo,
     with_operations: bool,
 ) -> MetadataResponseTopic {
@@ -325,7 +379,7 @@ fn metadata_topic(
         .with_topic_id(topic_id(&info.name, info.created_ms))
         .with_is_internal(info.name.starts_with("_herald"))
         .with_topic_authorized_operations(if with_operations {
-            TOPIC_OPERATIONS
+            authz::operations_mask(conn, who, Resource::Topic(&info.name), authz::TOPIC_OPS)
         } else {
             i32::MIN
         })
@@ -357,7 +411,10 @@ async fn metadata(conn: &Connection, req: MetadataRequest, version: i16) -> Meta
     };
     let allow_create = version < 4 || req.allow_auto_topic_creation;
     let topic_ops = req.include_topic_authorized_operations;
+    let who = authz::subject(conn);
     let topics = match requested {
+        // Every topic the client may describe; the others are left out, not refused, so a
+        // tenant's regex subscription never learns that another tenant's topics exist.
         None => broker
             .log()
             .list_topics("")
@@ -365,14 +422,27 @@ async fn metadata(conn: &Connection, req: MetadataRequest, version: i16) -> Meta
             .filter(|t| {
                 !t.name
                     .starts_with(herald_core::topic::CHANNEL_STREAM_PREFIX)
+                    && permits(conn, &who, Operation::Describe, Resource::Topic(&t.name))
             })
-            .map(|t| metadata_topic(conn, t, topic_ops))
+            .map(|t| metadata_topic(conn, &who, t, topic_ops))
             .collect(),
         Some(names) => {
             let mut out = Vec::with_capacity(names.len());
             for name in names {
+                if !check(conn, &who, Operation::Describe, Resource::Topic(&name)) {
+                    out.push(
+                        MetadataResponseTopic::default()
+                            .with_name(Some(TopicName(s(name))))
+                            .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED),
+                    );
+                    continue;
+                }
                 let mut info = broker.log().topic(&name);
-                if info.is_none() && allow_create && broker.may_auto_create(&name) {
+                if info.is_none()
+                    && allow_create
+                    && broker.may_auto_create(&name)
+                    && may_create(conn, &who, &name)
+                {
                     info = broker
                         .ensure_topic(&name)
                         .await
@@ -380,7 +450,7 @@ async fn metadata(conn: &Connection, req: MetadataRequest, version: i16) -> Meta
                         .and_then(|_| broker.log().topic(&name));
                 }
                 out.push(match info {
-                    Some(info) => metadata_topic(conn, &info, topic_ops),
+                    Some(info) => metadata_topic(conn, &who, &info, topic_ops),
                     None => {
                         let err = match herald_core::validate_topic_name(&name)
                             .and_then(|_| broker.grammar().classify(&name))
@@ -399,7 +469,7 @@ async fn metadata(conn: &Connection, req: MetadataRequest, version: i16) -> Meta
     };
     MetadataResponse::default()
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
-            CLUSTER_OPERATIONS
+            authz::operations_mask(conn, &who, Resource::Cluster, authz::CLUSTER_OPS)
         } else {
             i32::MIN
         })
@@ -409,8 +479,17 @@ async fn metadata(conn: &Connection, req: MetadataRequest, version: i16) -> Meta
         .with_topics(topics)
 }
 
+/// Whether `who` may have `name` created implicitly: CREATE on the cluster or the topic (Kafka's
+/// rule), or WRITE on it, since publishing to a tenant topic creates it in Herald.
+fn may_create(conn: &Connection, who: &Subject, name: &str) -> bool {
+    permits(conn, who, Operation::Create, Resource::Cluster)
+        || permits(conn, who, Operation::Create, Resource::Topic(name))
+        || permits(conn, who, Operation::Write, Resource::Topic(name))
+}
+
 async fn produce(conn: &Connection, req: ProduceRequest) -> ProduceResponse {
     let broker = &conn.ctx.broker;
+    let who = authz::subject(conn);
     if !matches!(req.acks, -1..=1) {
         return ProduceResponse::default().with_responses(
             req.topic_data
@@ -435,14 +514,21 @@ async fn produce(conn: &Connection, req: ProduceRequest) -> ProduceResponse {
     let mut topics = Vec::with_capacity(req.topic_data.len());
     for t in req.topic_data {
         let name = topic_name(&t.name).to_owned();
-        let exists = broker.log().topic(&name).is_some()
-            || (broker.may_auto_create(&name) && broker.ensure_topic(&name).await.is_ok());
+        let allowed = check(conn, &who, Operation::Write, Resource::Topic(&name));
+        let exists = allowed
+            && (broker.log().topic(&name).is_some()
+                || (broker.may_auto_create(&name) && broker.ensure_topic(&name).await.is_ok()));
         let parts = join_all(t.partition_data.into_iter().map(|p| {
             let name = name.clone();
             async move {
                 let resp = PartitionProduceResponse::default()
                     .with_index(p.index)
                     .with_log_append_time_ms(-1);
+                if !allowed {
+                    return resp
+                        .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
+                        .with_base_offset(-1);
+                }
                 if name.starts_with("_herald") {
                     return resp
                         .with_error_code(errors::INVALID_TOPIC_EXCEPTION)
@@ -544,11 +630,28 @@ async fn fetch(conn: &Connection, req: FetchRequest) -> FetchResponse {
     let deadline = tokio::time::Instant::now() + wait;
     let max_bytes = usize::try_from(req.max_bytes).unwrap_or(0).max(1);
     let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
+    let who = authz::subject(conn);
+    // Decided once per request, not per long-poll pass: a denial is recorded once.
+    let allowed: Vec<bool> = req
+        .topics
+        .iter()
+        .map(|t| {
+            check(
+                conn,
+                &who,
+                Operation::Read,
+                Resource::Topic(topic_name(&t.topic)),
+            )
+        })
+        .collect();
     loop {
         // Subscribe before reading so that an append in between wakes this fetch.
         let waiters: Vec<_> = req
             .topics
             .iter()
+            .zip(&allowed)
+            .filter(|(_, ok)| **ok)
+            .map(|(t, _)| t)
             .flat_map(|t| {
                 t.partitions
                     .iter()
@@ -563,7 +666,7 @@ async fn fetch(conn: &Connection, req: FetchRequest) -> FetchResponse {
         let mut total = 0usize;
         let mut had_error = false;
         let mut responses = Vec::with_capacity(req.topics.len());
-        for t in &req.topics {
+        for (t, allowed) in req.topics.iter().zip(&allowed) {
             let name = topic_name(&t.topic).to_owned();
             let mut parts = Vec::with_capacity(t.partitions.len());
             for p in &t.partitions {
@@ -573,6 +676,11 @@ async fn fetch(conn: &Connection, req: FetchRequest) -> FetchResponse {
                     .with_log_start_offset(-1)
                     .with_high_watermark(-1)
                     .with_preferred_read_replica(BrokerId(-1));
+                if !*allowed {
+                    had_error = true;
+                    parts.push(resp.with_error_code(errors::TOPIC_AUTHORIZATION_FAILED));
+                    continue;
+                }
                 let (Ok(partition), Ok(offset)) =
                     (u32::try_from(p.partition), u64::try_from(p.fetch_offset))
                 else {
@@ -662,9 +770,11 @@ async fn list_offsets(
     version: i16,
 ) -> ListOffsetsResponse {
     let broker = &conn.ctx.broker;
+    let who = authz::subject(conn);
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = topic_name(&t.name).to_owned();
+        let allowed = check(conn, &who, Operation::Describe, Resource::Topic(&name));
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let mut resp = ListOffsetsPartitionResponse::default()
@@ -673,6 +783,10 @@ async fn list_offsets(
                 .with_offset(-1);
             if version >= 4 {
                 resp = resp.with_leader_epoch(0);
+            }
+            if !allowed {
+                parts.push(resp.with_error_code(errors::TOPIC_AUTHORIZATION_FAILED));
+                continue;
             }
             let Ok(partition) = u32::try_from(p.partition_index) else {
                 parts.push(resp.with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION));
@@ -738,6 +852,14 @@ async fn create_topic(
         .with_name(t.name.clone())
         .with_num_partitions(-1)
         .with_replication_factor(-1);
+    let who = authz::subject(conn);
+    if !permits(conn, &who, Operation::Create, Resource::Cluster)
+        && !check(conn, &who, Operation::Create, Resource::Topic(&name))
+    {
+        return result
+            .with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
+            .with_error_message(Some(s("Authorization failed.")));
+    }
     let config: BTreeMap<String, String> = t
         .configs
         .iter()
@@ -832,9 +954,19 @@ async fn delete_topics(conn: &Connection, req: DeleteTopicsRequest) -> DeleteTop
     let broker = &conn.ctx.broker;
     let mut names: Vec<TopicName> = req.topic_names;
     names.extend(req.topics.into_iter().filter_map(|t| t.name));
+    let who = authz::subject(conn);
     let mut out = Vec::with_capacity(names.len());
     for n in names {
         let r = DeletableTopicResult::default().with_name(Some(n.clone()));
+        if !check(
+            conn,
+            &who,
+            Operation::Delete,
+            Resource::Topic(topic_name(&n)),
+        ) {
+            out.push(r.with_error_code(errors::TOPIC_AUTHORIZATION_FAILED));
+            continue;
+        }
         out.push(match broker.delete_topic(topic_name(&n)).await {
             Ok(()) => r,
             Err(e) => r
@@ -847,14 +979,20 @@ async fn delete_topics(conn: &Connection, req: DeleteTopicsRequest) -> DeleteTop
 
 async fn delete_records(conn: &Connection, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let broker = &conn.ctx.broker;
+    let who = authz::subject(conn);
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = topic_name(&t.name).to_owned();
+        let allowed = check(conn, &who, Operation::Delete, Resource::Topic(&name));
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let r = DeleteRecordsPartitionResult::default()
                 .with_partition_index(p.partition_index)
                 .with_low_watermark(-1);
+            if !allowed {
+                parts.push(r.with_error_code(errors::TOPIC_AUTHORIZATION_FAILED));
+                continue;
+            }
             let Ok(partition) = u32::try_from(p.partition_index) else {
                 parts.push(r.with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION));
                 continue;
@@ -897,9 +1035,26 @@ const SOURCE_DEFAULT: i8 = 5;
 
 fn describe_configs(conn: &Connection, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
     let broker = &conn.ctx.broker;
+    let who = authz::subject(conn);
     let mut results = Vec::with_capacity(req.resources.len());
     for r in req.resources {
         let name = r.resource_name.as_str().to_owned();
+        if let Some(denied) = config_denial(
+            conn,
+            &who,
+            r.resource_type,
+            &name,
+            Operation::DescribeConfigs,
+        ) {
+            results.push(
+                DescribeConfigsResult::default()
+                    .with_resource_type(r.resource_type)
+                    .with_resource_name(r.resource_name.clone())
+                    .with_error_code(denied)
+                    .with_error_message(Some(s("Authorization failed."))),
+            );
+            continue;
+        }
         let keys: Option<Vec<String>> = r
             .configuration_keys
             .map(|k| k.iter().map(|k| k.as_str().to_owned()).collect());
@@ -961,6 +1116,23 @@ fn describe_configs(conn: &Connection, req: DescribeConfigsRequest) -> DescribeC
     DescribeConfigsResponse::default().with_results(results)
 }
 
+/// The authorization error for a config operation on a topic or broker resource, if denied.
+fn config_denial(
+    conn: &Connection,
+    who: &Subject,
+    resource_type: i8,
+    name: &str,
+    op: Operation,
+) -> Option<i16> {
+    match resource_type {
+        RESOURCE_TOPIC => (!check(conn, who, op, Resource::Topic(name)))
+            .then_some(errors::TOPIC_AUTHORIZATION_FAILED),
+        RESOURCE_BROKER => (!check(conn, who, op, Resource::Cluster))
+            .then_some(errors::CLUSTER_AUTHORIZATION_FAILED),
+        _ => None,
+    }
+}
+
 fn config_type(_read_only: bool) -> i8 {
     // STRING: every value is reported as text, as Redpanda does for most keys.
     2
@@ -986,11 +1158,25 @@ fn broker_configs(conn: &Connection) -> Vec<(String, String)> {
 async fn alter_configs(conn: &Connection, req: AlterConfigsRequest) -> AlterConfigsResponse {
     use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
     let broker = &conn.ctx.broker;
+    let who = authz::subject(conn);
     let mut out = Vec::with_capacity(req.resources.len());
     for r in req.resources {
         let resp = AlterConfigsResourceResponse::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
+        if let Some(denied) = config_denial(
+            conn,
+            &who,
+            r.resource_type,
+            r.resource_name.as_str(),
+            Operation::AlterConfigs,
+        ) {
+            out.push(
+                resp.with_error_code(denied)
+                    .with_error_message(Some(s("Authorization failed."))),
+            );
+            continue;
+        }
         if r.resource_type != RESOURCE_TOPIC {
             out.push(
                 resp.with_error_code(errors::INVALID_REQUEST)
@@ -1036,11 +1222,25 @@ async fn incremental_alter_configs(
 ) -> IncrementalAlterConfigsResponse {
     use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
     let broker = &conn.ctx.broker;
+    let who = authz::subject(conn);
     let mut out = Vec::with_capacity(req.resources.len());
     for r in req.resources {
         let resp = AlterConfigsResourceResponse::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
+        if let Some(denied) = config_denial(
+            conn,
+            &who,
+            r.resource_type,
+            r.resource_name.as_str(),
+            Operation::AlterConfigs,
+        ) {
+            out.push(
+                resp.with_error_code(denied)
+                    .with_error_message(Some(s("Authorization failed."))),
+            );
+            continue;
+        }
         if r.resource_type != RESOURCE_TOPIC {
             out.push(
                 resp.with_error_code(errors::INVALID_REQUEST)
@@ -1102,10 +1302,18 @@ async fn create_partitions(
 ) -> CreatePartitionsResponse {
     use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
     let broker = &conn.ctx.broker;
+    let who = authz::subject(conn);
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = topic_name(&t.name).to_owned();
         let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        if !check(conn, &who, Operation::Alter, Resource::Topic(&name)) {
+            results.push(
+                r.with_error_code(errors::TOPIC_AUTHORIZATION_FAILED)
+                    .with_error_message(Some(s("Authorization failed."))),
+            );
+            continue;
+        }
         if t.assignments.is_some() {
             results.push(
                 r.with_error_code(errors::INVALID_REQUEST)
@@ -1152,13 +1360,6 @@ async fn create_partitions(
     CreatePartitionsResponse::default().with_results(results)
 }
 
-/// Operations allowed on every topic and on the cluster while no authorizer restricts them, as
-/// Kafka reports them when asked (bit n set for ACL operation n).
-const TOPIC_OPERATIONS: i32 =
-    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
-const CLUSTER_OPERATIONS: i32 =
-    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
-
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 
 /// Herald is a single node, so it coordinates every group itself. Transactions are not
@@ -1172,25 +1373,41 @@ fn find_coordinator(
     let node = BrokerId(conn.ctx.cfg.node_id);
     let host = s(conn.advertised.host.clone());
     let port = i32::from(conn.advertised.port);
-    let supported = req.key_type == 0;
-    let (code, message) = if supported {
-        (errors::NONE, None)
-    } else {
-        (
-            COORDINATOR_NOT_AVAILABLE,
-            Some(s("transactions are not supported by Herald")),
-        )
+    let who = authz::subject(conn);
+    let group = req.key_type == 0;
+    // The answer for one key: (error code, message); NONE means this node coordinates it.
+    let answer = |key: &str| -> (i16, Option<StrBytes>) {
+        if group {
+            if check(conn, &who, Operation::Describe, Resource::Group(key)) {
+                (errors::NONE, None)
+            } else {
+                (errors::GROUP_AUTHORIZATION_FAILED, None)
+            }
+        } else if !check(
+            conn,
+            &who,
+            Operation::Describe,
+            Resource::TransactionalId(key),
+        ) {
+            (errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, None)
+        } else {
+            (
+                COORDINATOR_NOT_AVAILABLE,
+                Some(s("transactions are not supported by Herald")),
+            )
+        }
     };
     if version >= 4 {
         let coordinators = req
             .coordinator_keys
             .into_iter()
             .map(|key| {
+                let (code, message) = answer(key.as_str());
                 let c = Coordinator::default()
                     .with_key(key)
                     .with_error_code(code)
-                    .with_error_message(message.clone());
-                if supported {
+                    .with_error_message(message);
+                if code == errors::NONE {
                     c.with_node_id(node).with_host(host.clone()).with_port(port)
                 } else {
                     c.with_node_id(BrokerId(-1))
@@ -1199,10 +1416,11 @@ fn find_coordinator(
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
+    let (code, message) = answer(req.key.as_str());
     let resp = FindCoordinatorResponse::default()
         .with_error_code(code)
         .with_error_message(message);
-    if supported {
+    if code == errors::NONE {
         resp.with_node_id(node).with_host(host).with_port(port)
     } else {
         resp.with_node_id(BrokerId(-1))
@@ -1210,9 +1428,15 @@ fn find_coordinator(
 }
 
 fn describe_cluster(conn: &Connection, include_operations: bool) -> DescribeClusterResponse {
+    let who = authz::subject(conn);
+    if !check(conn, &who, Operation::Describe, Resource::Cluster) {
+        return DescribeClusterResponse::default()
+            .with_error_code(errors::CLUSTER_AUTHORIZATION_FAILED)
+            .with_error_message(Some(s("Authorization failed.")));
+    }
     DescribeClusterResponse::default()
         .with_cluster_authorized_operations(if include_operations {
-            CLUSTER_OPERATIONS
+            authz::operations_mask(conn, &who, Resource::Cluster, authz::CLUSTER_OPS)
         } else {
             i32::MIN
         })
@@ -1226,7 +1450,32 @@ fn describe_cluster(conn: &Connection, include_operations: bool) -> DescribeClus
         ])
 }
 
-fn init_producer_id(conn: &Connection) -> InitProducerIdResponse {
+fn init_producer_id(
+    conn: &Connection,
+    req: kafka_protocol::messages::InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let who = authz::subject(conn);
+    let denied = match &req.transactional_id {
+        Some(id) => (!check(conn, &who, Operation::Write, Resource::TransactionalId(id)))
+            .then_some(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+        None => (!conn
+            .ctx
+            .broker
+            .security()
+            .authorizer()
+            .allows_idempotent_write(&who))
+        .then(|| {
+            // Counted and audited like any other denial.
+            check(conn, &who, Operation::IdempotentWrite, Resource::Cluster);
+            errors::CLUSTER_AUTHORIZATION_FAILED
+        }),
+    };
+    if let Some(code) = denied {
+        return InitProducerIdResponse::default()
+            .with_error_code(code)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+    }
     InitProducerIdResponse::default()
         .with_producer_id(ProducerId(conn.ctx.next_producer_id()))
         .with_producer_epoch(0)

@@ -6,6 +6,8 @@
 //! in order, one at a time, as Kafka brokers do. What it is not: it has no storage of its own
 //! and no HTTP; it speaks for a single node (Herald is never a home-made cluster).
 
+mod admin;
+mod authz;
 mod conn;
 mod errors;
 mod groups;

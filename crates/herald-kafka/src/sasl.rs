@@ -109,10 +109,24 @@ pub fn handshake(conn: &Connection, req: SaslHandshakeRequest) -> SaslHandshakeR
         })
 }
 
+/// Counts and audits a refused authentication (`operation` says what was attempted).
+pub fn record_failure(conn: &Connection, reason: &'static str, operation: String) {
+    conn.ctx
+        .broker
+        .security()
+        .deny(herald_broker::security::Denial {
+            interface: "kafka",
+            reason,
+            principal: "User:ANONYMOUS".into(),
+            resource: format!("Listener:{}", conn.advertised.name),
+            operation,
+            source: herald_auth::authz::host_text(conn.peer.ip()),
+        });
+}
+
 fn failed(conn: &Connection, mech: Mechanism, reason: &'static str) -> SaslAuthenticateResponse {
     *conn.sasl.lock() = SaslState::Failed;
-    metrics::counter!("auth_failures_total", "interface" => "kafka", "reason" => reason)
-        .increment(1);
+    record_failure(conn, reason, format!("AUTHENTICATE {}", mech.name()));
     tracing::info!(peer = %conn.peer, reason, "kafka SASL authentication failed");
     SaslAuthenticateResponse::default()
         .with_error_code(SASL_AUTHENTICATION_FAILED)
@@ -137,7 +151,7 @@ pub fn authenticate(conn: &Connection, req: SaslAuthenticateRequest) -> SaslAuth
     match state {
         SaslState::Handshaken(mech) => {
             let mut ex = ServerExchange::new(mech);
-            let users = conn.ctx.broker.users();
+            let users = conn.ctx.broker.security();
             match ex.client_first(&req.auth_bytes, |name| users.credential(name, mech)) {
                 Ok(first) => {
                     *conn.sasl.lock() = SaslState::Exchanging(mech, Box::new(ex));

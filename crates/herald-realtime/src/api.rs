@@ -37,8 +37,26 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 use herald_auth::keys::constant_time_eq;
 
+/// What a presented API key stands for: the configured admin key or an issued key.
+enum KeyHolder {
+    Admin,
+    Tenant(String),
+}
+
+fn key_holder(gw: &Gateway, headers: &HeaderMap) -> Option<KeyHolder> {
+    let key = api_key(headers)?;
+    if constant_time_eq(key.as_bytes(), gw.admin_api_key.as_bytes()) {
+        return Some(KeyHolder::Admin);
+    }
+    let record = gw.broker.security().resolve_api_key(key)?;
+    Some(match record.tenant {
+        Some(t) => KeyHolder::Tenant(t),
+        None => KeyHolder::Admin,
+    })
+}
+
 fn is_admin(gw: &Gateway, headers: &HeaderMap) -> bool {
-    api_key(headers).is_some_and(|k| constant_time_eq(k.as_bytes(), gw.admin_api_key.as_bytes()))
+    matches!(key_holder(gw, headers), Some(KeyHolder::Admin))
 }
 
 fn http_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -60,8 +78,18 @@ enum Caller {
 }
 
 async fn caller(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, Response> {
-    if is_admin(gw, headers) {
-        return Ok(Caller::Admin);
+    match key_holder(gw, headers) {
+        Some(KeyHolder::Admin) => return Ok(Caller::Admin),
+        // A tenant key acts as its tenant's principal, held to the tenant's channels.
+        Some(KeyHolder::Tenant(t)) => {
+            return Ok(Caller::Client(Principal {
+                user: format!("{}{t}", herald_auth::authz::TENANT_USER_PREFIX),
+                tenant: Some(t),
+                roles: Vec::new(),
+                anonymous: false,
+            }));
+        }
+        None => {}
     }
     if let Some(token) = bearer(headers) {
         return match gw.verifier.connect_claims(token).await {
@@ -92,7 +120,7 @@ async fn caller(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, Response> {
     Err(http_error(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
-        "send the admin API key in X-API-Key or a JWT as Authorization: Bearer",
+        "send an API key in X-API-Key or a JWT as Authorization: Bearer",
     ))
 }
 
@@ -129,8 +157,11 @@ fn client_access(gw: &Gateway, who: &Principal, channel: &str, op: Op) -> Result
         .map_err(|c| code_error(c, channel))?;
     let checks = [Op::Subscribe { with_token: false }, op];
     for op in checks {
-        if let Err(d) = gw.authz.check(who, &ch, op) {
-            gw.auth_failure("http", d.reason);
+        if let Err(d) = gw
+            .authz
+            .check(gw.broker.security().authorizer(), who, &ch, op)
+        {
+            gw.channel_denied("http", d.reason, who, channel, op.name());
             return Err(code_error(d.code, channel));
         }
     }

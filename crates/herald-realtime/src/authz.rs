@@ -1,7 +1,10 @@
-//! Who may do what on which channel: namespaces, the tenant binding and roles.
+//! Who may do what on which channel: namespaces and roles, on top of the shared authorizer.
 //!
-//! Every client-facing path (WebSocket, SSE, the seed's HTTP endpoints with a bearer token)
-//! asks [`Authorizer::check`]; the server API (admin key) bypasses it.
+//! Every client-facing path (WebSocket, SSE, the seed's HTTP endpoints with a bearer token or a
+//! tenant API key) asks [`Authorizer::check`]. The tenant fence is not decided here but by
+//! `herald_auth::authz::Authorizer`, the one the Kafka listener and the HTTP API ask; this
+//! module adds the namespace's options and required roles. The server API (admin keys)
+//! bypasses it.
 
 use std::collections::BTreeMap;
 
@@ -47,6 +50,18 @@ pub enum Op {
     Presence {
         subscribed: bool,
     },
+}
+
+impl Op {
+    /// The operation's name in audit records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Subscribe { .. } => "SUBSCRIBE",
+            Op::Publish { .. } => "PUBLISH",
+            Op::History { .. } => "HISTORY",
+            Op::Presence { .. } => "PRESENCE",
+        }
+    }
 }
 
 /// A refusal: the client protocol's error code and a reason label for metrics.
@@ -123,8 +138,15 @@ impl Authorizer {
         })
     }
 
-    /// Whether `who` may perform `op` on `ch`.
-    pub fn check(&self, who: &Principal, ch: &Channel<'_>, op: Op) -> Result<(), Denied> {
+    /// Whether `who` may perform `op` on `ch`: the shared authorizer's tenant fence, then the
+    /// namespace's roles and options.
+    pub fn check(
+        &self,
+        shared: &herald_auth::authz::Authorizer,
+        who: &Principal,
+        ch: &Channel<'_>,
+        op: Op,
+    ) -> Result<(), Denied> {
         let deny = |reason| {
             Err(Denied {
                 code: ErrorCode::PermissionDenied,
@@ -137,11 +159,21 @@ impl Authorizer {
         {
             return deny("role");
         }
-        if let Some(t) = ch.tenant
-            && !admin
-            && who.tenant.as_deref() != Some(t)
-        {
-            return deny("tenant");
+        let subject = if admin {
+            herald_auth::authz::Subject::admin(&who.user, String::new())
+        } else {
+            herald_auth::authz::Subject::token(&who.user, who.tenant.clone(), String::new())
+        };
+        let operation = match op {
+            Op::Publish { .. } => herald_auth::acl::Operation::Write,
+            _ => herald_auth::acl::Operation::Read,
+        };
+        let resource = herald_auth::authz::Resource::Channel {
+            name: ch.name,
+            tenant: ch.tenant,
+        };
+        if let Err(reason) = shared.decide(&subject, operation, &resource) {
+            return deny(reason.as_str());
         }
         let o = ch.options;
         let allowed = match op {
@@ -175,9 +207,23 @@ mod tests {
     use super::*;
     use crate::config::RealtimeConfig;
 
-    fn authz() -> Authorizer {
+    struct Both(Authorizer, herald_auth::authz::Authorizer);
+
+    impl Both {
+        fn check(&self, who: &Principal, ch: &Channel<'_>, op: Op) -> Result<(), Denied> {
+            self.0.check(&self.1, who, ch, op)
+        }
+        fn resolve<'a>(&'a self, name: &'a str) -> Result<Channel<'a>, ErrorCode> {
+            self.0.resolve(name)
+        }
+    }
+
+    fn authz() -> Both {
         let cfg = RealtimeConfig::default();
-        Authorizer::new(cfg.effective_namespaces(), "admin".into(), 255)
+        Both(
+            Authorizer::new(cfg.effective_namespaces(), "admin".into(), 255),
+            herald_auth::authz::Authorizer::new(Vec::new(), "smarteros"),
+        )
     }
 
     fn user(tenant: &str, roles: &[&str]) -> Principal {
@@ -201,7 +247,7 @@ mod tests {
             a.check(&user("123", &[]), &other, sub),
             Err(Denied {
                 code: ErrorCode::PermissionDenied,
-                reason: "tenant"
+                reason: "tenant_isolation"
             })
         );
         // Even a subscription token cannot cross tenants.

@@ -166,9 +166,52 @@ impl Gateway {
 
     /// Counts a refused credential or operation: `auth_failures_total{interface,reason}`.
     pub fn auth_failure(&self, interface: &'static str, reason: &'static str) {
+        self.denied(
+            interface,
+            reason,
+            "User:ANONYMOUS",
+            "Connection".into(),
+            "AUTHENTICATE",
+        );
+    }
+
+    /// Counts and audits a refused channel operation, through the same path as every interface.
+    pub fn channel_denied(
+        &self,
+        interface: &'static str,
+        reason: &'static str,
+        who: &Principal,
+        channel: &str,
+        operation: &str,
+    ) {
+        self.denied(
+            interface,
+            reason,
+            &format!("User:{}", who.user),
+            format!("Channel:{channel}"),
+            operation,
+        );
+    }
+
+    fn denied(
+        &self,
+        interface: &'static str,
+        reason: &'static str,
+        principal: &str,
+        resource: String,
+        operation: &str,
+    ) {
         self.hub.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("auth_failures_total", "interface" => interface, "reason" => reason)
-            .increment(1);
+        self.broker
+            .security()
+            .deny(herald_broker::security::Denial {
+                interface,
+                reason,
+                principal: principal.to_owned(),
+                resource,
+                operation: operation.to_owned(),
+                source: "unknown".into(),
+            });
     }
 
     /// Applies the per-user and per-tenant command limits.

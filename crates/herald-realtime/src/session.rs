@@ -328,12 +328,18 @@ impl Session {
                 Ok(c) => self
                     .gw
                     .authz
-                    .check(&self.principal, &c, Op::Subscribe { with_token: true })
+                    .check(
+                        self.gw.broker.security().authorizer(),
+                        &self.principal,
+                        &c,
+                        Op::Subscribe { with_token: true },
+                    )
                     .map_err(|d| d.reason),
                 Err(_) => Err("channel"),
             };
             if let Err(reason) = allowed {
-                self.gw.auth_failure(self.interface, reason);
+                self.gw
+                    .channel_denied(self.interface, reason, &self.principal, &ch, "SUBSCRIBE");
                 tracing::info!(channel = %ch, user = %self.principal.user, "token channel refused");
                 continue;
             }
@@ -482,11 +488,19 @@ impl Session {
                 }
             }
         }
-        if let Err(d) = gw
-            .authz
-            .check(&self.principal, &ch, Op::Subscribe { with_token })
-        {
-            gw.auth_failure(self.interface, d.reason);
+        if let Err(d) = gw.authz.check(
+            gw.broker.security().authorizer(),
+            &self.principal,
+            &ch,
+            Op::Subscribe { with_token },
+        ) {
+            gw.channel_denied(
+                self.interface,
+                d.reason,
+                &self.principal,
+                ch.name,
+                "SUBSCRIBE",
+            );
             return self.fail(id, d.code);
         }
         match self
@@ -581,13 +595,20 @@ impl Session {
         };
         let sub = self.subs.get(&req.channel);
         if let Err(d) = gw.authz.check(
+            gw.broker.security().authorizer(),
             &self.principal,
             &ch,
             Op::Publish {
                 subscribed: sub.is_some(),
             },
         ) {
-            gw.auth_failure(self.interface, d.reason);
+            gw.channel_denied(
+                self.interface,
+                d.reason,
+                &self.principal,
+                ch.name,
+                "PUBLISH",
+            );
             return self.fail(id, d.code);
         }
         let Some(data) = req.data else {
@@ -626,13 +647,20 @@ impl Session {
             return self.fail(id, ErrorCode::NotAvailable);
         }
         if let Err(d) = gw.authz.check(
+            gw.broker.security().authorizer(),
             &self.principal,
             &ch,
             Op::Presence {
                 subscribed: self.subs.contains_key(channel),
             },
         ) {
-            gw.auth_failure(self.interface, d.reason);
+            gw.channel_denied(
+                self.interface,
+                d.reason,
+                &self.principal,
+                ch.name,
+                "PRESENCE",
+            );
             return self.fail(id, d.code);
         }
         if stats {
@@ -666,13 +694,20 @@ impl Session {
             return self.fail(id, ErrorCode::NotAvailable);
         }
         if let Err(d) = gw.authz.check(
+            gw.broker.security().authorizer(),
             &self.principal,
             &ch,
             Op::History {
                 subscribed: self.subs.contains_key(&req.channel),
             },
         ) {
-            gw.auth_failure(self.interface, d.reason);
+            gw.channel_denied(
+                self.interface,
+                d.reason,
+                &self.principal,
+                ch.name,
+                "HISTORY",
+            );
             return self.fail(id, d.code);
         }
         let since = req.since.as_ref().map(|s| (s.offset, s.epoch.as_str()));

@@ -151,10 +151,10 @@ const KEY_HINT: &str = "set HERALD_API_KEY or pass --api-key (`herald serve` pri
                         and keeps it in DATA_DIR/admin-api-key)";
 
 /// Default time allowed for one request; long polls add their wait to it.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
-struct Api {
+pub(crate) struct Api {
     http: reqwest::Client,
     base: Url,
     /// The server as the user gave it, for messages.
@@ -236,7 +236,7 @@ fn parse_server(s: &str) -> anyhow::Result<Url> {
 }
 
 impl Api {
-    fn new(conn: &Connection) -> anyhow::Result<Api> {
+    pub(crate) fn new(conn: &Connection) -> anyhow::Result<Api> {
         let base = parse_server(&conn.server)?;
         let key = conn
             .key()
@@ -255,7 +255,7 @@ impl Api {
     }
 
     /// `segments` are percent-encoded as path segments, so a topic name cannot change the path.
-    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
+    pub(crate) fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
         let mut url = self.base.clone();
         // `parse_server` refused cannot-be-a-base URLs, the only case where this is `Err`.
         if let Ok(mut path) = url.path_segments_mut() {
@@ -268,7 +268,7 @@ impl Api {
         url
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         url: Url,
@@ -307,7 +307,7 @@ impl Api {
         }
     }
 
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         url: Url,
@@ -522,7 +522,7 @@ async fn alter_config(
 }
 
 /// Left-aligned columns two spaces apart; the last column is not padded.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let columns = rows
         .iter()
         .map(Vec::len)
@@ -1701,11 +1701,11 @@ pub async fn run_group(conn: Connection, cmd: GroupCommand) -> anyhow::Result<()
 }
 
 /// A field of a JSON object, `null` when absent.
-fn field<'a>(v: &'a Value, key: &str) -> &'a Value {
+pub(crate) fn field<'a>(v: &'a Value, key: &str) -> &'a Value {
     v.get(key).unwrap_or(&Value::Null)
 }
 
-fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
@@ -1738,7 +1738,7 @@ pub enum UserCommand {
     Delete { names: Vec<String> },
 }
 
-fn generated_password() -> String {
+pub(crate) fn generated_password() -> String {
     let bytes: [u8; 18] = rand::random();
     base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
 }

@@ -56,6 +56,18 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The real-time gateway: JWT, namespaces, limits, routes.
     pub realtime: herald_realtime::Config,
+    pub security: SecurityConfig,
+    /// Byte and request rates per principal: `[quotas.defaults]`, `[quotas.tenants.ID]`,
+    /// `[quotas.users.NAME]`.
+    pub quotas: herald_auth::quota::QuotaConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Principals allowed everything on every interface (`User:admin`), as Kafka's
+    /// `super.users`.
+    pub superusers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,6 +181,8 @@ impl Default for Config {
             groups: GroupsConfig::default(),
             metrics: MetricsConfig::default(),
             realtime: herald_realtime::Config::default(),
+            security: SecurityConfig::default(),
+            quotas: herald_auth::quota::QuotaConfig::default(),
         }
     }
 }
@@ -259,6 +273,7 @@ impl Config {
                 "HERALD_KAFKA_ADDR" => cfg.kafka.listeners = split_list(v),
                 "HERALD_ADVERTISE_KAFKA_ADDR" => cfg.kafka.advertised_listeners = split_list(v),
                 "HERALD_TOPIC_PREFIX" => cfg.topic_prefix = v.clone(),
+                "HERALD_SUPERUSERS" => cfg.security.superusers = split_list(v),
                 "HERALD_ADMIN_API_KEY" => {
                     cfg.admin_api_key = Some(v.clone()).filter(|v| !v.is_empty())
                 }
@@ -340,6 +355,11 @@ impl Config {
             && k.len() < 16
         {
             bail!("admin_api_key must be at least 16 characters");
+        }
+        for s in &self.security.superusers {
+            if s.strip_prefix("User:").is_none_or(|n| n.is_empty()) {
+                bail!("security.superusers entry {s:?} must be a principal like User:admin");
+            }
         }
         Ok(())
     }

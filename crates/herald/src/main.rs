@@ -6,6 +6,7 @@
 mod bench;
 mod client;
 mod config;
+mod security_cli;
 mod serve;
 
 use clap::{Args, Parser, Subcommand};
@@ -39,7 +40,28 @@ enum Command {
         #[command(subcommand)]
         command: client::GroupCommand,
     },
-    /// Manage Kafka users (SCRAM credentials for SASL_PLAINTEXT listeners) on a running server.
+    /// Manage tenants: credentials, default ACLs and API keys, in one step.
+    Tenant {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        command: security_cli::TenantCommand,
+    },
+    /// Manage ACLs (Kafka's model; enforced on the Kafka listener, the HTTP API and the gateway).
+    Acl {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        command: security_cli::AclCommand,
+    },
+    /// Issue, list and revoke HTTP API keys.
+    ApiKey {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        command: security_cli::KeyCommand,
+    },
+    /// Manage Kafka users (SCRAM credentials for SASL listeners) on a running server.
     User {
         #[command(flatten)]
         conn: Connection,
@@ -97,6 +119,9 @@ fn main() -> std::process::ExitCode {
             Command::Topic { conn, command } => client::run_topic(conn, command).await,
             Command::Group { conn, command } => client::run_group(conn, command).await,
             Command::User { conn, command } => client::run_user(conn, command).await,
+            Command::Tenant { conn, command } => security_cli::run_tenant(conn, command).await,
+            Command::Acl { conn, command } => security_cli::run_acl(conn, command).await,
+            Command::ApiKey { conn, command } => security_cli::run_key(conn, command).await,
             Command::Bench { command } => bench::run(command).await,
         }
     });

@@ -133,6 +133,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_tenant_labels: cfg.metrics.max_tenant_labels,
             default_retention_ms: cfg.topics.default_retention_ms,
             groups: cfg.groups.coordinator(),
+            superusers: cfg.security.superusers.clone(),
+            quotas: cfg.quotas.clone(),
         },
     )?);
 
