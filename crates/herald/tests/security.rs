@@ -1,0 +1,420 @@
+//! Tenants, API keys, ACLs, audit and quotas through the real binary: the CLI and the HTTP API.
+//! (The Kafka and WebSocket sides of the isolation matrix run with real clients in
+//! `compat/security`.)
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use common::Server;
+use serde_json::{Value, json};
+
+const ADMIN: &str = "security-test-admin-key-0123456789";
+
+fn tenant_create(server: &Server, id: &str) -> Value {
+    let out = server.cli(&["tenant", "create", id, "--json"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn event(tenant: &str) -> String {
+    json!({
+        "event_id": uuid::Uuid::new_v4().to_string(),
+        "event_type": "order_created",
+        "tenant_id": tenant,
+        "service": "shopify",
+        "data": {"order_id": 1}
+    })
+    .to_string()
+}
+
+async fn call(
+    server: &Server,
+    method: reqwest::Method,
+    key: &str,
+    path: &str,
+    body: Option<String>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut req = server
+        .client()
+        .request(method, format!("{}{path}", server.url))
+        .header("X-API-Key", key);
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        headers,
+    )
+}
+
+#[tokio::test]
+async fn tenant_keys_are_fenced_revocable_and_denials_are_audited() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], &[("HERALD_ADMIN_API_KEY", ADMIN)]);
+    let a = tenant_create(&server, "76953480-3");
+    let b = tenant_create(&server, "acme-2");
+    assert_eq!(a["principal"], "User:tenant-76953480-3");
+    assert!(a["password"].as_str().unwrap().len() >= 16);
+    let ka = a["api_key"].as_str().unwrap().to_owned();
+    let kb = b["api_key"].as_str().unwrap().to_owned();
+    assert!(ka.starts_with("hk_"));
+    // The seed's default ACLs, and nothing else.
+    let ops: Vec<String> = a["acls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| format!("{}:{}:{}", b["resource_type"], b["name"], b["operation"]))
+        .collect();
+    assert_eq!(ops.len(), 5, "{ops:?}");
+    assert!(ops.contains(&"\"TOPIC\":\"smarteros.76953480-3.\":\"WRITE\"".to_owned()));
+
+    // Each tenant publishes to its own topic; A cannot publish as B.
+    let (s, _, _) = call(
+        &server,
+        Method::POST,
+        &ka,
+        "/v1/events",
+        Some(event("76953480-3")),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _, _) = call(
+        &server,
+        Method::POST,
+        &kb,
+        "/v1/events",
+        Some(event("acme-2")),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, body, _) = call(
+        &server,
+        Method::POST,
+        &ka,
+        "/v1/events",
+        Some(event("acme-2")),
+    )
+    .await;
+    assert_eq!(s, 403, "{body}");
+    assert_eq!(body["error"]["code"], "forbidden");
+
+    // Listings show only A's own topics.
+    let (s, body, _) = call(&server, Method::GET, &ka, "/v1/topics", None).await;
+    assert_eq!(s, 200);
+    let names: Vec<&str> = body["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["smarteros.76953480-3.shopify.order_created"]);
+
+    // A foreign topic that exists and one that does not answer alike: no existence hint.
+    let existing = call(
+        &server,
+        Method::GET,
+        &ka,
+        "/v1/topics/smarteros.acme-2.shopify.order_created/events?offset=0",
+        None,
+    )
+    .await;
+    let missing = call(
+        &server,
+        Method::GET,
+        &ka,
+        "/v1/topics/smarteros.acme-2.nothing.here/events?offset=0",
+        None,
+    )
+    .await;
+    assert_eq!(existing.0, 403);
+    assert_eq!((existing.0, &existing.1), (missing.0, &missing.1));
+    let (s, _, _) = call(
+        &server,
+        Method::GET,
+        &ka,
+        "/v1/topics/smarteros.76953480-3.shopify.order_created/events?offset=0",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+
+    // Administration is the admin's.
+    for path in ["/v1/tenants", "/v1/acls", "/v1/users", "/v1/api-keys"] {
+        let (s, _, _) = call(&server, Method::GET, &ka, path, None).await;
+        assert_eq!(s, 403, "{path}");
+    }
+
+    // Revoked keys stop working at once.
+    let (s, body, _) = call(
+        &server,
+        Method::POST,
+        ADMIN,
+        "/v1/api-keys",
+        Some(json!({"tenant": "acme-2", "name": "short-lived"}).to_string()),
+    )
+    .await;
+    assert_eq!(s, 201, "{body}");
+    let temp = body["key"].as_str().unwrap().to_owned();
+    let id = body["id"].as_str().unwrap().to_owned();
+    let (s, _, _) = call(&server, Method::GET, &temp, "/v1/topics", None).await;
+    assert_eq!(s, 200);
+    let out = server.cli(&["api-key", "revoke", &id], None);
+    assert!(out.status.success());
+    let (s, _, _) = call(&server, Method::GET, &temp, "/v1/topics", None).await;
+    assert_eq!(s, 401);
+    // A key of the right shape with a wrong secret is refused too.
+    let forged = format!("{}x", &kb[..kb.len() - 1]);
+    let (s, _, _) = call(&server, Method::GET, &forged, "/v1/topics", None).await;
+    assert_eq!(s, 401);
+
+    // Denials are counted and recorded with principal, resource and operation.
+    let metrics = server
+        .client()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("auth_failures_total{interface=\"http\",reason=\"tenant_isolation\"}"),
+        "{metrics}"
+    );
+    let mut audit = Vec::new();
+    for _ in 0..50 {
+        audit = common::read_all(&server, "_herald.audit.security", 0).await;
+        if audit.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let denial = audit
+        .iter()
+        .map(|e| &e["value"])
+        .find(|v| {
+            v["operation"] == "WRITE"
+                && v["resource"] == "Topic:smarteros.acme-2.shopify.order_created"
+        })
+        .unwrap_or_else(|| panic!("no audit record of the refused publish: {audit:?}"));
+    assert_eq!(denial["principal"], "User:tenant-76953480-3");
+    assert_eq!(denial["interface"], "http");
+    assert_eq!(denial["reason"], "tenant_isolation");
+    assert_eq!(denial["source"], "127.0.0.1");
+    assert!(
+        audit.iter().any(|e| e["value"]["reason"] == "invalid_key"),
+        "{audit:?}"
+    );
+
+    // Everything survives a restart: tenants, keys, ACLs, revocations.
+    server.stop();
+    let server = Server::start(dir.path(), &[], &[("HERALD_ADMIN_API_KEY", ADMIN)]);
+    let (s, _, _) = call(
+        &server,
+        Method::POST,
+        &ka,
+        "/v1/events",
+        Some(event("76953480-3")),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _, _) = call(
+        &server,
+        Method::POST,
+        &ka,
+        "/v1/events",
+        Some(event("acme-2")),
+    )
+    .await;
+    assert_eq!(s, 403);
+    let (s, _, _) = call(&server, Method::GET, &temp, "/v1/topics", None).await;
+    assert_eq!(s, 401);
+    let out = server.cli(&["tenant", "list"], None);
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        list.contains("76953480-3") && list.contains("acme-2"),
+        "{list}"
+    );
+
+    // Deleting a tenant removes its credentials, ACLs and keys, not its data.
+    let out = server.cli(&["tenant", "delete", "acme-2"], None);
+    assert!(out.status.success());
+    let (s, _, _) = call(&server, Method::GET, &kb, "/v1/topics", None).await;
+    assert_eq!(s, 401);
+    let (s, body, _) = call(
+        &server,
+        Method::GET,
+        ADMIN,
+        "/v1/acls?principal=User:tenant-acme-2",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(body["acls"], json!([]));
+    let (s, _, _) = call(
+        &server,
+        Method::GET,
+        ADMIN,
+        "/v1/topics/smarteros.acme-2.shopify.order_created",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    server.stop();
+}
+
+#[tokio::test]
+async fn acls_are_managed_from_the_cli_and_refuse_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], &[("HERALD_ADMIN_API_KEY", ADMIN)]);
+    let out = server.cli(
+        &[
+            "acl",
+            "create",
+            "--principal",
+            "User:service-api-gateway",
+            "--operation",
+            "READ,WRITE,DESCRIBE",
+            "--topic",
+            "smarteros.",
+            "--prefixed",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("created 3"));
+    // MATCH lists what applies to one topic.
+    let out = server.cli(
+        &[
+            "acl",
+            "list",
+            "--topic",
+            "smarteros.76953480-3.shopify.order_created",
+            "--pattern",
+            "match",
+            "--json",
+        ],
+        None,
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["acls"].as_array().unwrap().len(), 3, "{v}");
+    let out = server.cli(
+        &[
+            "acl",
+            "list",
+            "--topic",
+            "other.topic",
+            "--pattern",
+            "match",
+            "--json",
+        ],
+        None,
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["acls"], json!([]));
+    // Bad input gets a clear error.
+    let out = server.cli(
+        &[
+            "acl",
+            "create",
+            "--principal",
+            "tenant-x",
+            "--operation",
+            "READ",
+            "--topic",
+            "t",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("User:"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = server.cli(
+        &[
+            "acl",
+            "create",
+            "--principal",
+            "User:x",
+            "--operation",
+            "FLY",
+            "--topic",
+            "t",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let out = server.cli(&["acl", "delete"], None);
+    assert!(!out.status.success());
+    let out = server.cli(
+        &["acl", "delete", "--principal", "User:service-api-gateway"],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 ACL(s) deleted"));
+    let out = server.cli(&["tenant", "create", "bad.tenant"], None);
+    assert!(!out.status.success());
+    let out = server.cli(&["tenant", "create", "t1"], None);
+    assert!(out.status.success());
+    let out = server.cli(&["tenant", "create", "t1"], None);
+    assert!(!out.status.success(), "a tenant is created once");
+    server.stop();
+}
+
+#[tokio::test]
+async fn request_quotas_answer_429_with_retry_after() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("herald.toml");
+    std::fs::write(
+        &config,
+        "[quotas.defaults]\nhttp_request_rate = 1000\n[quotas.tenants.slow]\nhttp_request_rate = 2\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+        &[("HERALD_ADMIN_API_KEY", ADMIN)],
+    );
+    let slow = tenant_create(&server, "slow");
+    let fast = tenant_create(&server, "fast");
+    let ks = slow["api_key"].as_str().unwrap();
+    let kf = fast["api_key"].as_str().unwrap();
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..5 {
+        let (s, body, headers) = call(&server, Method::GET, ks, "/v1/topics", None).await;
+        if s == 429 {
+            assert_eq!(body["error"]["code"], "rate_limited");
+            retry_after = headers
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+        }
+        statuses.push(s);
+    }
+    assert_eq!(&statuses[..2], [200, 200]);
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(retry_after.is_some_and(|s| s >= 1));
+    // Another tenant has its own budget.
+    for _ in 0..5 {
+        let (s, _, _) = call(&server, Method::GET, kf, "/v1/topics", None).await;
+        assert_eq!(s, 200);
+    }
+    server.stop();
+}
