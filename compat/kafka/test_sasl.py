@@ -1,7 +1,7 @@
 """SCRAM over a SASL_PLAINTEXT listener with kafka-python and confluent-kafka (librdkafka).
 
 Starts its own herald (HERALD_BIN) with `--kafka-addr SASL_PLAINTEXT://127.0.0.1:0`, creates
-users with `herald user create`, and checks that authenticated clients produce and consume, and
+users with `herald user create` and `herald tenant create`, and checks that authenticated clients produce and consume, and
 that wrong passwords, deleted users and unauthenticated clients are refused and counted.
 (The seed's snippet uses SASL_SSL; TLS listeners are not available yet, so this is the same
 snippet over SASL_PLAINTEXT.)
@@ -109,9 +109,11 @@ def test_user_create_prints_a_password_once_and_lists_mechanisms(herald):
 
 
 def test_kafka_python_scram_256_and_512_produce_and_consume(herald):
-    r = herald.cli("user", "create", "tenant-76953480-3", "--password-stdin",
+    # The tenant's SCRAM credentials and the seed's default ACLs on smarteros.76953480-3.*
+    r = herald.cli("tenant", "create", "76953480-3", "--password-stdin",
                    stdin="tenant-password-1\n")
     assert r.returncode == 0, r.stderr
+    assert "User:tenant-76953480-3" in r.stdout
     topic = "smarteros.76953480-3.shopify.order_created"
     sent = []
     for mech in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
