@@ -77,7 +77,7 @@ enum Caller {
     Client(Principal),
 }
 
-async fn caller(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, Response> {
+async fn caller(gw: &Gateway, headers: &HeaderMap, source: &str) -> Result<Caller, Response> {
     match key_holder(gw, headers) {
         Some(KeyHolder::Admin) => return Ok(Caller::Admin),
         // A tenant key acts as its tenant's principal, held to the tenant's channels.
@@ -100,7 +100,7 @@ async fn caller(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, Response> {
                 anonymous: false,
             })),
             Err(e) => {
-                gw.auth_failure("http", e.reason());
+                gw.auth_failure("http", e.reason(), source);
                 Err(http_error(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized",
@@ -116,6 +116,7 @@ async fn caller(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, Response> {
         } else {
             "no_credentials"
         },
+        source,
     );
     Err(http_error(
         StatusCode::UNAUTHORIZED,
@@ -150,7 +151,13 @@ fn code_error(code: ErrorCode, what: &str) -> Response {
 /// A client's access to a channel through HTTP: it must be allowed to subscribe, and then the
 /// namespace's subscriber permission for `op` applies.
 #[allow(clippy::result_large_err)] // the error is the finished HTTP response
-fn client_access(gw: &Gateway, who: &Principal, channel: &str, op: Op) -> Result<(), Response> {
+fn client_access(
+    gw: &Gateway,
+    who: &Principal,
+    channel: &str,
+    op: Op,
+    source: &str,
+) -> Result<(), Response> {
     let ch = gw
         .authz
         .resolve(channel)
@@ -161,7 +168,7 @@ fn client_access(gw: &Gateway, who: &Principal, channel: &str, op: Op) -> Result
             .authz
             .check(gw.broker.security().authorizer(), who, &ch, op)
         {
-            gw.channel_denied("http", d.reason, who, channel, op.name());
+            gw.channel_denied("http", d.reason, who, channel, op.name(), source);
             return Err(code_error(d.code, channel));
         }
     }
@@ -190,10 +197,11 @@ pub struct EventPublish {
 /// Seed 2: `POST /api/events/publish {"channel":..,"event":{"type":..,"data":{..}}}`.
 pub async fn events_publish(
     State(gw): State<Arc<Gateway>>,
+    crate::Peer(source): crate::Peer,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let who = match caller(&gw, &headers).await {
+    let who = match caller(&gw, &headers, &source).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -215,7 +223,13 @@ pub async fn events_publish(
         );
     }
     if let Caller::Client(p) = &who
-        && let Err(r) = client_access(&gw, p, &req.channel, Op::Publish { subscribed: true })
+        && let Err(r) = client_access(
+            &gw,
+            p,
+            &req.channel,
+            Op::Publish { subscribed: true },
+            &source,
+        )
     {
         return r;
     }
@@ -256,16 +270,17 @@ pub struct HistoryQuery {
 /// oldest first.
 pub async fn events_history(
     State(gw): State<Arc<Gateway>>,
+    crate::Peer(source): crate::Peer,
     headers: HeaderMap,
     Path(channel): Path<String>,
     Query(q): Query<HistoryQuery>,
 ) -> Response {
-    let who = match caller(&gw, &headers).await {
+    let who = match caller(&gw, &headers, &source).await {
         Ok(c) => c,
         Err(r) => return r,
     };
     if let Caller::Client(p) = &who
-        && let Err(r) = client_access(&gw, p, &channel, Op::History { subscribed: true })
+        && let Err(r) = client_access(&gw, p, &channel, Op::History { subscribed: true }, &source)
     {
         return r;
     }
@@ -326,6 +341,7 @@ pub async fn metrics_summary(State(gw): State<Arc<Gateway>>) -> Response {
 /// Centrifugo's server API: `POST /api/<method>` with the admin key.
 pub async fn server_api(
     State(gw): State<Arc<Gateway>>,
+    crate::Peer(source): crate::Peer,
     headers: HeaderMap,
     Path(method): Path<String>,
     body: Bytes,
@@ -338,6 +354,7 @@ pub async fn server_api(
             } else {
                 "no_credentials"
             },
+            &source,
         );
         return http_error(
             StatusCode::UNAUTHORIZED,

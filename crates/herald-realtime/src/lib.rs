@@ -38,6 +38,26 @@ use crate::streams::{Fanout, Streams};
 
 pub use config::RealtimeConfig as Config;
 
+/// The client's address as text (`unknown` when the server did not record it), for audits.
+pub struct Peer(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| herald_auth::authz::host_text(c.0.ip()))
+                .unwrap_or_else(|| "unknown".into()),
+        ))
+    }
+}
+
 /// Everything the gateway's connections and endpoints share.
 pub struct Gateway {
     pub cfg: RealtimeConfig,
@@ -165,17 +185,19 @@ impl Gateway {
     }
 
     /// Counts a refused credential or operation: `auth_failures_total{interface,reason}`.
-    pub fn auth_failure(&self, interface: &'static str, reason: &'static str) {
+    /// Counts and audits a refused authentication.
+    pub fn auth_failure(&self, interface: &'static str, reason: &'static str, source: &str) {
         self.denied(
             interface,
             reason,
             "User:ANONYMOUS",
             "Connection".into(),
             "AUTHENTICATE",
+            source,
         );
     }
 
-    /// Counts and audits a refused channel operation, through the same path as every interface.
+    /// Counts and audits a refused channel operation.
     pub fn channel_denied(
         &self,
         interface: &'static str,
@@ -183,6 +205,7 @@ impl Gateway {
         who: &Principal,
         channel: &str,
         operation: &str,
+        source: &str,
     ) {
         self.denied(
             interface,
@@ -190,9 +213,12 @@ impl Gateway {
             &format!("User:{}", who.user),
             format!("Channel:{channel}"),
             operation,
+            source,
         );
     }
 
+    /// Counts a denial and records it in the audit topic, through the same path as every
+    /// interface.
     fn denied(
         &self,
         interface: &'static str,
@@ -200,6 +226,7 @@ impl Gateway {
         principal: &str,
         resource: String,
         operation: &str,
+        source: &str,
     ) {
         self.hub.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
         self.broker
@@ -210,7 +237,7 @@ impl Gateway {
                 principal: principal.to_owned(),
                 resource,
                 operation: operation.to_owned(),
-                source: "unknown".into(),
+                source: source.to_owned(),
             });
     }
 

@@ -76,10 +76,12 @@ pub struct Session {
     expires_at: Option<i64>,
     interface: &'static str,
     unidirectional: bool,
+    /// The client's address, for audit records.
+    source: String,
 }
 
 impl Session {
-    pub fn new(gw: Arc<Gateway>, unidirectional: bool) -> Session {
+    pub fn new(gw: Arc<Gateway>, unidirectional: bool, source: String) -> Session {
         Session {
             gw,
             client: None,
@@ -90,7 +92,17 @@ impl Session {
             expires_at: None,
             interface: if unidirectional { "sse" } else { "websocket" },
             unidirectional,
+            source,
         }
+    }
+
+    fn auth_failure(&self, reason: &'static str) {
+        self.gw.auth_failure(self.interface, reason, &self.source);
+    }
+
+    fn channel_denied(&self, reason: &'static str, who: &Principal, channel: &str, op: &str) {
+        self.gw
+            .channel_denied(self.interface, reason, who, channel, op, &self.source);
     }
 
     /// The earliest connection or subscription expiry.
@@ -125,7 +137,7 @@ impl Session {
     }
 
     fn token_failure(&self, id: u32, e: &TokenError) -> Outcome {
-        self.gw.auth_failure(self.interface, e.reason());
+        self.auth_failure(e.reason());
         match e {
             TokenError::Expired => self.fail(id, ErrorCode::TokenExpired),
             TokenError::Invalid(msg) => {
@@ -226,7 +238,7 @@ impl Session {
         }
         let claims = if req.token.is_empty() {
             if !self.gw.cfg.allow_anonymous {
-                self.gw.auth_failure(self.interface, "no_token");
+                self.auth_failure("no_token");
                 return Outcome::Close(
                     Some(proto::error_reply(id, &ErrorCode::Unauthorized.to_error())),
                     Disconnect::INVALID_TOKEN,
@@ -274,7 +286,7 @@ impl Session {
             ),
         };
         if expires_at.is_some_and(|t| t <= now) {
-            self.gw.auth_failure(self.interface, "expired");
+            self.auth_failure("expired");
             return self.fail(id, ErrorCode::TokenExpired);
         }
         match self.gw.connect_allowed(&principal) {
@@ -338,8 +350,7 @@ impl Session {
                 Err(_) => Err("channel"),
             };
             if let Err(reason) = allowed {
-                self.gw
-                    .channel_denied(self.interface, reason, &self.principal, &ch, "SUBSCRIBE");
+                self.channel_denied(reason, &self.principal, &ch, "SUBSCRIBE");
                 tracing::info!(channel = %ch, user = %self.principal.user, "token channel refused");
                 continue;
             }
@@ -468,22 +479,22 @@ impl Session {
             match gw.verifier.subscribe_claims(&req.token).await {
                 Ok(c) => {
                     if c.channel != channel || c.sub != self.principal.user {
-                        gw.auth_failure(self.interface, "subscription_token");
+                        self.auth_failure("subscription_token");
                         return self.fail(id, ErrorCode::PermissionDenied);
                     }
                     expires_at = c.expires_at();
                     if expires_at.is_some_and(|t| t <= unix_now()) {
-                        gw.auth_failure(self.interface, "expired");
+                        self.auth_failure("expired");
                         return self.fail(id, ErrorCode::TokenExpired);
                     }
                     chan_info = c.info.as_ref().map(|i| Arc::from(proto::raw(i.get())));
                 }
                 Err(TokenError::Expired) => {
-                    gw.auth_failure(self.interface, "expired");
+                    self.auth_failure("expired");
                     return self.fail(id, ErrorCode::TokenExpired);
                 }
                 Err(e) => {
-                    gw.auth_failure(self.interface, e.reason());
+                    self.auth_failure(e.reason());
                     return self.fail(id, ErrorCode::PermissionDenied);
                 }
             }
@@ -494,13 +505,7 @@ impl Session {
             &ch,
             Op::Subscribe { with_token },
         ) {
-            gw.channel_denied(
-                self.interface,
-                d.reason,
-                &self.principal,
-                ch.name,
-                "SUBSCRIBE",
-            );
+            self.channel_denied(d.reason, &self.principal, ch.name, "SUBSCRIBE");
             return self.fail(id, d.code);
         }
         match self
@@ -602,13 +607,7 @@ impl Session {
                 subscribed: sub.is_some(),
             },
         ) {
-            gw.channel_denied(
-                self.interface,
-                d.reason,
-                &self.principal,
-                ch.name,
-                "PUBLISH",
-            );
+            self.channel_denied(d.reason, &self.principal, ch.name, "PUBLISH");
             return self.fail(id, d.code);
         }
         let Some(data) = req.data else {
@@ -654,13 +653,7 @@ impl Session {
                 subscribed: self.subs.contains_key(channel),
             },
         ) {
-            gw.channel_denied(
-                self.interface,
-                d.reason,
-                &self.principal,
-                ch.name,
-                "PRESENCE",
-            );
+            self.channel_denied(d.reason, &self.principal, ch.name, "PRESENCE");
             return self.fail(id, d.code);
         }
         if stats {
@@ -701,13 +694,7 @@ impl Session {
                 subscribed: self.subs.contains_key(&req.channel),
             },
         ) {
-            gw.channel_denied(
-                self.interface,
-                d.reason,
-                &self.principal,
-                ch.name,
-                "HISTORY",
-            );
+            self.channel_denied(d.reason, &self.principal, ch.name, "HISTORY");
             return self.fail(id, d.code);
         }
         let since = req.since.as_ref().map(|s| (s.offset, s.epoch.as_str()));
@@ -738,12 +725,12 @@ impl Session {
             Err(e) => return self.token_failure(id, &e),
         };
         if claims.sub != self.principal.user {
-            self.gw.auth_failure(self.interface, "refresh_user");
+            self.auth_failure("refresh_user");
             return Outcome::Close(None, Disconnect::INVALID_TOKEN);
         }
         let exp = claims.expires_at();
         if exp.is_some_and(|t| t <= unix_now()) {
-            self.gw.auth_failure(self.interface, "expired");
+            self.auth_failure("expired");
             return self.fail(id, ErrorCode::TokenExpired);
         }
         self.expires_at = exp;
@@ -763,16 +750,16 @@ impl Session {
         let claims = match self.gw.verifier.subscribe_claims(token).await {
             Ok(c) => c,
             Err(TokenError::Expired) => {
-                self.gw.auth_failure(self.interface, "expired");
+                self.auth_failure("expired");
                 return self.fail(id, ErrorCode::TokenExpired);
             }
             Err(e) => {
-                self.gw.auth_failure(self.interface, e.reason());
+                self.auth_failure(e.reason());
                 return self.fail(id, ErrorCode::PermissionDenied);
             }
         };
         if claims.channel != channel || claims.sub != self.principal.user {
-            self.gw.auth_failure(self.interface, "subscription_token");
+            self.auth_failure("subscription_token");
             return self.fail(id, ErrorCode::PermissionDenied);
         }
         let exp = claims.expires_at();
@@ -844,6 +831,7 @@ impl Drop for Session {
 
 pub async fn ws_handler(
     State(gw): State<Arc<Gateway>>,
+    crate::Peer(source): crate::Peer,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -863,7 +851,7 @@ pub async fn ws_handler(
         .write_buffer_size(0)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| run_ws(gw, socket))
+        .on_upgrade(move |socket| run_ws(gw, socket, source))
 }
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -935,8 +923,8 @@ async fn on_message(
     }
 }
 
-async fn run_ws(gw: Arc<Gateway>, mut ws: WebSocket) {
-    let mut s = Session::new(Arc::clone(&gw), false);
+async fn run_ws(gw: Arc<Gateway>, mut ws: WebSocket, source: String) {
+    let mut s = Session::new(Arc::clone(&gw), false, source);
     let d = drive_ws(&gw, &mut s, &mut ws).await;
     if let Some(d) = d {
         close(&mut ws, d).await;

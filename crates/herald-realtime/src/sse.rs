@@ -28,6 +28,7 @@ pub struct SseQuery {
 
 pub async fn sse_get_handler(
     State(gw): State<Arc<Gateway>>,
+    crate::Peer(source): crate::Peer,
     Query(q): Query<SseQuery>,
 ) -> Response {
     let req = match q.cf_connect.as_deref() {
@@ -39,15 +40,16 @@ pub async fn sse_get_handler(
         },
         None => ConnectRequest::default(),
     };
-    start(gw, req).await
+    start(gw, req, source).await
 }
 
 pub async fn sse_post_handler(
     State(gw): State<Arc<Gateway>>,
+    crate::Peer(source): crate::Peer,
     body: Result<AxumJson<ConnectRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     match body {
-        Ok(AxumJson(req)) => start(gw, req).await,
+        Ok(AxumJson(req)) => start(gw, req, source).await,
         Err(e) => (StatusCode::BAD_REQUEST, e.body_text()).into_response(),
     }
 }
@@ -62,8 +64,8 @@ struct Driver {
     done: bool,
 }
 
-async fn start(gw: Arc<Gateway>, req: ConnectRequest) -> Response {
-    let mut session = Session::new(Arc::clone(&gw), true);
+async fn start(gw: Arc<Gateway>, req: ConnectRequest, source: String) -> Response {
+    let mut session = Session::new(Arc::clone(&gw), true, source);
     let cmd = Command {
         id: 1,
         connect: Some(req),
