@@ -8,3 +8,4 @@ pub mod authz;
 pub mod keys;
 pub mod quota;
 pub mod scram;
+pub mod tls;

@@ -686,8 +686,14 @@ impl Security {
                 None,
             )
         }));
-        records.extend(acls.iter().map(|b| (Entry::Acl { binding: b.clone() }, None)));
-        records.extend(keys.iter().map(|id| (Entry::ApiKey { id: id.clone() }, None)));
+        records.extend(
+            acls.iter()
+                .map(|b| (Entry::Acl { binding: b.clone() }, None)),
+        );
+        records.extend(
+            keys.iter()
+                .map(|id| (Entry::ApiKey { id: id.clone() }, None)),
+        );
         records.push((
             Entry::Tenant {
                 id: tenant.to_owned(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -55,8 +55,26 @@ impl Connection {
         }
     }
 
-    pub async fn run(self, stream: TcpStream, mut shutdown: watch::Receiver<bool>) {
-        let (rd, mut wr) = stream.into_split();
+    /// Serves a plaintext connection (its halves split without a lock).
+    pub async fn run(self, stream: TcpStream, shutdown: watch::Receiver<bool>) {
+        let (rd, wr) = stream.into_split();
+        self.serve(rd, wr, shutdown).await;
+    }
+
+    /// Serves a connection over any transport (TLS).
+    pub async fn run_io<S>(self, stream: S, shutdown: watch::Receiver<bool>)
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin,
+    {
+        let (rd, wr) = tokio::io::split(stream);
+        self.serve(rd, wr, shutdown).await;
+    }
+
+    async fn serve<R, W>(self, rd: R, mut wr: W, mut shutdown: watch::Receiver<bool>)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         let mut rd = BufReader::with_capacity(64 * 1024, rd);
         loop {
             let frame = tokio::select! {
@@ -85,6 +103,14 @@ impl Connection {
                         // Kafka closes the connection after a failed authentication.
                         return;
                     }
+                    // Over a quota: the connection is muted for the throttle time (KIP-219).
+                    let throttle = std::mem::take(&mut *self.throttle.lock());
+                    if !throttle.is_zero() {
+                        tokio::select! {
+                            _ = tokio::time::sleep(throttle) => {}
+                            _ = shutdown.changed() => return,
+                        }
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -98,9 +124,9 @@ impl Connection {
 
     /// Reads one size-prefixed request. The size is checked against the limit for its API
     /// before the body is allocated.
-    async fn read_frame(
+    async fn read_frame<R: AsyncRead + Unpin>(
         &self,
-        rd: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+        rd: &mut BufReader<R>,
     ) -> Result<Option<Bytes>, Fatal> {
         let len = match rd.read_i32().await {
             Ok(n) => n,

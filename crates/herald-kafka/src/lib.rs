@@ -96,11 +96,16 @@ impl KafkaContext {
     }
 }
 
+/// Longest a TLS handshake may take before the connection is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Accepts connections until `shutdown` turns true. Each connection is served by its own task;
-/// past `max_connections` new connections are closed at once.
+/// past `max_connections` new connections are closed at once. With `tls`, each connection's
+/// handshake runs in its own task, so a slow handshake never holds up the accept loop.
 pub async fn serve(
     listener: TcpListener,
     advertised: Advertised,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     ctx: Arc<KafkaContext>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -128,15 +133,68 @@ pub async fn serve(
         let ctx = Arc::clone(&ctx);
         let advertised = Arc::clone(&advertised);
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             metrics::gauge!("kafka_connections").increment(1.0);
-            conn::Connection::new(ctx, advertised, peer)
-                .run(stream, shutdown)
-                .await;
+            let conn = conn::Connection::new(ctx, advertised, peer);
+            match tls {
+                None => conn.run(stream, shutdown).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls_stream)) => conn.run_io(tls_stream, shutdown).await,
+                        Ok(Err(e)) => {
+                            metrics::counter!("tls_handshake_failures_total", "interface" => "kafka")
+                                .increment(1);
+                            tracing::debug!(%peer, error = %e, "kafka TLS handshake failed");
+                        }
+                        Err(_) => {
+                            metrics::counter!("tls_handshake_failures_total", "interface" => "kafka")
+                                .increment(1);
+                            tracing::debug!(%peer, "kafka TLS handshake timed out");
+                        }
+                    }
+                }
+            }
             metrics::gauge!("kafka_connections").decrement(1.0);
             drop(permit);
         });
     }
+}
+
+/// A declared listener: name, security protocol and address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSpec {
+    pub name: String,
+    pub protocol: sasl::SecurityProtocol,
+    pub addr: String,
+}
+
+/// Parses `NAME=PROTOCOL://HOST:PORT` (Kafka's `listeners` with the protocol map folded in),
+/// `NAME://HOST:PORT` (the protocol is NAME when NAME is a protocol name, else PLAINTEXT) or
+/// `HOST:PORT` (named and spoken PLAINTEXT).
+pub fn parse_listener_spec(spec: &str) -> Result<ListenerSpec, String> {
+    let (head, addr) = match spec.split_once("://") {
+        Some((h, a)) => (h, a),
+        None => ("PLAINTEXT", spec),
+    };
+    let (name, protocol) = match head.split_once('=') {
+        Some((name, proto)) => (
+            name,
+            sasl::SecurityProtocol::parse(proto).ok_or_else(|| {
+                format!(
+                    "listener {spec:?}: unknown security protocol {proto:?} (PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL)"
+                )
+            })?,
+        ),
+        None => (head, sasl::SecurityProtocol::for_listener(head)),
+    };
+    let (name, addr) = parse_listener(&format!("{name}://{addr}"))?;
+    Ok(ListenerSpec {
+        name,
+        protocol,
+        addr,
+    })
 }
 
 /// Parses `NAME://HOST:PORT` (or `HOST:PORT`, named `PLAINTEXT`).

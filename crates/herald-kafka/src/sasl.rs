@@ -1,4 +1,4 @@
-//! SASL on SASL_PLAINTEXT listeners: SaslHandshake (v0–1) then SaslAuthenticate (v0–2)
+//! SASL on SASL_PLAINTEXT and SASL_SSL listeners: SaslHandshake (v0–1) then SaslAuthenticate (v0–2)
 //! carrying a SCRAM-SHA-256/512 exchange (KIP-84). Until a connection has authenticated it may
 //! send only ApiVersions, SaslHandshake and SaslAuthenticate; anything else closes it, as Kafka
 //! does. A failed exchange is answered with SASL_AUTHENTICATION_FAILED and then closed.
@@ -17,23 +17,51 @@ pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
 pub const ILLEGAL_SASL_STATE: i16 = 34;
 pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
 
-/// A listener's security protocol (TLS listeners are not available yet).
+/// A listener's security protocol, as Kafka names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecurityProtocol {
     Plaintext,
+    Ssl,
     SaslPlaintext,
+    SaslSsl,
 }
 
 impl SecurityProtocol {
-    /// The protocol of a listener named like Kafka's protocols; other names are PLAINTEXT.
-    pub fn for_listener(name: &str) -> Result<SecurityProtocol, String> {
+    /// Parses a protocol name (`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`).
+    pub fn parse(name: &str) -> Option<SecurityProtocol> {
         match name.to_ascii_uppercase().as_str() {
-            "SASL_PLAINTEXT" => Ok(SecurityProtocol::SaslPlaintext),
-            "SSL" | "SASL_SSL" => Err(format!(
-                "listener {name}: TLS listeners are not supported yet; use PLAINTEXT or SASL_PLAINTEXT"
-            )),
-            _ => Ok(SecurityProtocol::Plaintext),
+            "PLAINTEXT" => Some(SecurityProtocol::Plaintext),
+            "SSL" => Some(SecurityProtocol::Ssl),
+            "SASL_PLAINTEXT" => Some(SecurityProtocol::SaslPlaintext),
+            "SASL_SSL" => Some(SecurityProtocol::SaslSsl),
+            _ => None,
         }
+    }
+
+    /// The protocol of a listener declared without one: its name when that is a protocol
+    /// name, else PLAINTEXT (Kafka's default `listener.security.protocol.map`).
+    pub fn for_listener(name: &str) -> SecurityProtocol {
+        SecurityProtocol::parse(name).unwrap_or(SecurityProtocol::Plaintext)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    pub fn requires_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+
+    pub fn uses_tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
     }
 }
 
@@ -53,9 +81,10 @@ pub enum SaslState {
 
 impl SaslState {
     pub fn for_protocol(p: SecurityProtocol) -> SaslState {
-        match p {
-            SecurityProtocol::Plaintext => SaslState::NotRequired,
-            SecurityProtocol::SaslPlaintext => SaslState::AwaitingHandshake,
+        if p.requires_sasl() {
+            SaslState::AwaitingHandshake
+        } else {
+            SaslState::NotRequired
         }
     }
 

@@ -241,11 +241,18 @@ impl Api {
         let key = conn
             .key()
             .ok_or_else(|| anyhow!("no API key: {KEY_HINT}"))?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("cannot set up the HTTP client")?;
+            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")));
+        // A server with a development certificate: trust its CA (DATA_DIR/tls/ca.pem).
+        if let Some(ca) = &conn.ca_cert {
+            let pem = std::fs::read(ca)
+                .with_context(|| format!("cannot read the CA certificate {}", ca.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("{} is not a PEM certificate", ca.display()))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().context("cannot set up the HTTP client")?;
         Ok(Api {
             http,
             base,

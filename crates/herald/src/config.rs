@@ -27,6 +27,20 @@ pub struct ServeArgs {
     /// [default: PLAINTEXT://127.0.0.1:9092]
     #[arg(long, value_name = "LISTENERS")]
     pub kafka_addr: Option<String>,
+    /// A Kafka listener, NAME=PROTOCOL://HOST:PORT with PROTOCOL one of PLAINTEXT, SSL,
+    /// SASL_PLAINTEXT, SASL_SSL; repeatable, replaces the configured listeners
+    #[arg(long = "kafka-listener", value_name = "NAME=PROTOCOL://HOST:PORT")]
+    pub kafka_listeners: Vec<String>,
+    /// TLS certificate chain (PEM) for TLS listeners [env: HERALD_TLS_CERT] [default: a
+    /// development certificate generated in DATA_DIR/tls]
+    #[arg(long, value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) [env: HERALD_TLS_KEY]
+    #[arg(long, value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve the HTTP API and WebSocket gateway over TLS (https://, wss://) [env: HERALD_HTTP_TLS]
+    #[arg(long)]
+    pub http_tls: bool,
     /// Addresses given to Kafka clients, NAME://HOST:PORT by listener name
     /// [env: HERALD_ADVERTISE_KAFKA_ADDR] [default: the listen address]
     #[arg(long, value_name = "LISTENERS")]
@@ -57,9 +71,19 @@ pub struct Config {
     /// The real-time gateway: JWT, namespaces, limits, routes.
     pub realtime: herald_realtime::Config,
     pub security: SecurityConfig,
+    pub tls: TlsConfig,
     /// Byte and request rates per principal: `[quotas.defaults]`, `[quotas.tenants.ID]`,
     /// `[quotas.users.NAME]`.
     pub quotas: herald_auth::quota::QuotaConfig,
+}
+
+/// The certificate of TLS listeners; a development certificate is generated in
+/// `DATA_DIR/tls` when a TLS listener is declared and none is given.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -74,6 +98,8 @@ pub struct SecurityConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub addr: String,
+    /// HTTPS and WSS with the `[tls]` certificate.
+    pub tls: bool,
     pub max_body_bytes: usize,
     pub max_events_per_request: usize,
 }
@@ -81,7 +107,8 @@ pub struct HttpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
-    /// `NAME://HOST:PORT` listeners; an empty list disables the Kafka interface.
+    /// `NAME://HOST:PORT` or `NAME=PROTOCOL://HOST:PORT` listeners; an empty list disables the
+    /// Kafka interface.
     pub listeners: Vec<String>,
     /// `NAME://HOST:PORT` per listener name, as told to clients in Metadata.
     pub advertised_listeners: Vec<String>,
@@ -182,6 +209,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             realtime: herald_realtime::Config::default(),
             security: SecurityConfig::default(),
+            tls: TlsConfig::default(),
             quotas: herald_auth::quota::QuotaConfig::default(),
         }
     }
@@ -191,6 +219,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             addr: "127.0.0.1:8000".into(),
+            tls: false,
             max_body_bytes: 4 * 1024 * 1024,
             max_events_per_request: 1000,
         }
@@ -239,6 +268,7 @@ const OTHER_ENV_VARS: &[&str] = &["HERALD_SERVER", "HERALD_API_KEY", "HERALD_LOG
 #[derive(Debug, Clone)]
 pub struct KafkaListener {
     pub name: String,
+    pub protocol: herald_kafka::sasl::SecurityProtocol,
     pub bind: String,
     pub advertised: Option<(String, u16)>,
 }
@@ -274,6 +304,9 @@ impl Config {
                 "HERALD_ADVERTISE_KAFKA_ADDR" => cfg.kafka.advertised_listeners = split_list(v),
                 "HERALD_TOPIC_PREFIX" => cfg.topic_prefix = v.clone(),
                 "HERALD_SUPERUSERS" => cfg.security.superusers = split_list(v),
+                "HERALD_TLS_CERT" => cfg.tls.cert = Some(PathBuf::from(v)),
+                "HERALD_TLS_KEY" => cfg.tls.key = Some(PathBuf::from(v)),
+                "HERALD_HTTP_TLS" => cfg.http.tls = parse_env(k, v)?,
                 "HERALD_ADMIN_API_KEY" => {
                     cfg.admin_api_key = Some(v.clone()).filter(|v| !v.is_empty())
                 }
@@ -311,6 +344,18 @@ impl Config {
         }
         if let Some(k) = &args.kafka_addr {
             cfg.kafka.listeners = split_list(k);
+        }
+        if !args.kafka_listeners.is_empty() {
+            cfg.kafka.listeners = args.kafka_listeners.clone();
+        }
+        if let Some(p) = &args.tls_cert {
+            cfg.tls.cert = Some(p.clone());
+        }
+        if let Some(p) = &args.tls_key {
+            cfg.tls.key = Some(p.clone());
+        }
+        if args.http_tls {
+            cfg.http.tls = true;
         }
         if let Some(k) = &args.advertise_kafka_addr {
             cfg.kafka.advertised_listeners = split_list(k);
@@ -356,6 +401,11 @@ impl Config {
         {
             bail!("admin_api_key must be at least 16 characters");
         }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            bail!(
+                "tls.cert and tls.key go together: give both, or neither for a development certificate"
+            );
+        }
         for s in &self.security.superusers {
             if s.strip_prefix("User:").is_none_or(|n| n.is_empty()) {
                 bail!("security.superusers entry {s:?} must be a principal like User:admin");
@@ -378,14 +428,15 @@ impl Config {
     pub fn kafka_listeners(&self) -> anyhow::Result<Vec<KafkaListener>> {
         let mut out = Vec::new();
         for spec in &self.kafka.listeners {
-            let (name, addr) = herald_kafka::parse_listener(spec)
+            let l = herald_kafka::parse_listener_spec(spec)
                 .map_err(|e| anyhow::anyhow!("kafka listener: {e}"))?;
-            if out.iter().any(|l: &KafkaListener| l.name == name) {
-                bail!("kafka listener name {name} is used twice");
+            if out.iter().any(|x: &KafkaListener| x.name == l.name) {
+                bail!("kafka listener name {} is used twice", l.name);
             }
             out.push(KafkaListener {
-                name,
-                bind: addr,
+                name: l.name,
+                protocol: l.protocol,
+                bind: l.addr,
                 advertised: None,
             });
         }

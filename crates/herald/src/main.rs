@@ -68,11 +68,50 @@ enum Command {
         #[command(subcommand)]
         command: client::UserCommand,
     },
+    /// Certificates for TLS listeners.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
     /// Measure throughput and latency.
     Bench {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Write a development CA and a server certificate signed by it (ca.pem, cert.pem,
+    /// key.pem) for localhost, the loopback addresses, this host's name and every --host.
+    Dev {
+        /// Directory to write into.
+        #[arg(long, default_value = "./herald-tls")]
+        out: std::path::PathBuf,
+        /// Another name or address the certificate must be valid for; repeatable.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+    },
+}
+
+fn cert_dev(out: &std::path::Path, hosts: &[String]) -> anyhow::Result<()> {
+    let hosts = herald_auth::tls::dev_hosts(hosts);
+    let dev = herald_auth::tls::generate_dev(out, &hosts).map_err(anyhow::Error::msg)?;
+    println!("development certificate for {}", hosts.join(", "));
+    println!("  CA           {}", dev.ca.display());
+    println!("  certificate  {}", dev.cert.display());
+    println!("  key          {}", dev.key.display());
+    println!();
+    println!(
+        "herald serve --kafka-listener SASL_SSL=SASL_SSL://127.0.0.1:9093 --tls-cert {} --tls-key {}",
+        dev.cert.display(),
+        dev.key.display()
+    );
+    println!(
+        "clients trust the CA: kafka-python ssl_cafile='{0}', librdkafka ssl.ca.location={0}, or SSL_CERT_FILE={0}",
+        dev.ca.display()
+    );
+    Ok(())
 }
 
 /// How client commands reach the server.
@@ -89,6 +128,9 @@ pub struct Connection {
     /// API key (falls back to HERALD_ADMIN_API_KEY).
     #[arg(long, env = "HERALD_API_KEY", global = true, hide_env_values = true)]
     pub api_key: Option<String>,
+    /// CA certificate to trust for an https:// server (e.g. DATA_DIR/tls/ca.pem).
+    #[arg(long, env = "HERALD_CA_CERT", global = true, value_name = "PATH")]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 impl Connection {
@@ -103,6 +145,9 @@ impl Connection {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // One TLS provider for the whole process (ring): listeners, the CLI's HTTPS client and the
+    // gateway's JWKS fetches.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -123,6 +168,9 @@ fn main() -> std::process::ExitCode {
             Command::Acl { conn, command } => security_cli::run_acl(conn, command).await,
             Command::ApiKey { conn, command } => security_cli::run_key(conn, command).await,
             Command::Bench { command } => bench::run(command).await,
+            Command::Cert {
+                command: CertCommand::Dev { out, hosts },
+            } => cert_dev(&out, &hosts),
         }
     });
     match result {

@@ -139,6 +139,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )?);
 
     let _group_timers = broker.start();
+    let listeners = cfg.kafka_listeners()?;
+    let (tls, tls_line) = tls_setup(&cfg, &listeners)?;
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let http_addr = cfg.http_addr()?;
     let listener = tokio::net::TcpListener::bind(http_addr)
         .await
@@ -184,14 +187,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut kafka_tasks = Vec::new();
     for crate::config::KafkaListener {
         name,
+        protocol,
         bind: addr,
         advertised,
-    } in cfg.kafka_listeners()?
+    } in listeners
     {
         let bind = herald_kafka::bind_addr(&addr)
             .map_err(|e| anyhow::anyhow!("kafka listener {name}: {e}"))?;
-        let protocol = herald_kafka::sasl::SecurityProtocol::for_listener(&name)
-            .map_err(anyhow::Error::msg)?;
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .with_context(|| format!("cannot listen for Kafka ({name}) on {bind}"))?;
@@ -201,9 +203,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Some((h, p)) => (h, p),
             None => (local.ip().to_string(), local.port()),
         };
-        kafka_lines.push(format!(
-            "  Kafka {name:<9} {local}  (advertised as {host}:{port})"
-        ));
+        kafka_lines.push(if name == protocol.as_str() {
+            format!("  Kafka {name:<9} {local}  (advertised as {host}:{port})")
+        } else {
+            format!(
+                "  Kafka {name:<9} {local}  ({}, advertised as {host}:{port})",
+                protocol.as_str()
+            )
+        });
         tracing::info!(listener = %name, addr = %local, advertised = %format!("{host}:{port}"), "kafka listener started");
         kafka_tasks.push(tokio::spawn(herald_kafka::serve(
             listener,
@@ -213,6 +220,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 port,
                 protocol,
             },
+            acceptor.clone().filter(|_| protocol.uses_tls()),
             Arc::clone(&kafka_ctx),
             stop_rx.clone(),
         )));
@@ -243,17 +251,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             cfg.data_dir.join("jwt-secret").display()
         );
     }
+    if let Some(line) = &tls_line {
+        let _ = writeln!(out, "{line}");
+    }
     // The listener lines come last, HTTP last of all: tools that start Herald wait for it.
     for line in &kafka_lines {
         let _ = writeln!(out, "{line}");
     }
+    let (ws, http) = if cfg.http.tls {
+        ("wss", "https")
+    } else {
+        ("ws", "http")
+    };
     let _ = writeln!(
         out,
-        "  WebSocket       ws://{http_local}/connection/websocket  (Centrifugo protocol)"
+        "  WebSocket       {ws}://{http_local}/connection/websocket  (Centrifugo protocol)"
     );
     let _ = writeln!(
         out,
-        "  HTTP API        http://{http_local}  (events, topics, /api, /metrics, /health)"
+        "  HTTP API        {http}://{http_local}  (events, topics, /api, /metrics, /health)"
     );
     let _ = out.flush();
     drop(out);
@@ -263,7 +279,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     let mut http_stop = stop_rx.clone();
-    let served = herald_http::serve(listener, router, async move {
+    let http_tls = acceptor.clone().filter(|_| cfg.http.tls);
+    let served = herald_http::serve(listener, http_tls, router, async move {
         let _ = http_stop.changed().await;
     })
     .await;
@@ -276,6 +293,41 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     closed.context("closing the log failed")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The TLS configuration, if any listener needs one: the operator's certificate, or a
+/// development certificate kept in `DATA_DIR/tls` (generated on first need). Also the banner
+/// line saying which.
+fn tls_setup(
+    cfg: &Config,
+    listeners: &[crate::config::KafkaListener],
+) -> anyhow::Result<(Option<Arc<rustls::ServerConfig>>, Option<String>)> {
+    let needed = cfg.http.tls || listeners.iter().any(|l| l.protocol.uses_tls());
+    if !needed {
+        return Ok((None, None));
+    }
+    if let (Some(cert), Some(key)) = (&cfg.tls.cert, &cfg.tls.key) {
+        let config = herald_auth::tls::server_config(cert, key).map_err(anyhow::Error::msg)?;
+        return Ok((
+            Some(config),
+            Some(format!("  TLS             {}", cert.display())),
+        ));
+    }
+    let dir = cfg.data_dir.join("tls");
+    let dev = herald_auth::tls::DevCert::in_dir(&dir);
+    let generated = !dev.exists();
+    if generated {
+        herald_auth::tls::generate_dev(&dir, &herald_auth::tls::dev_hosts(&[]))
+            .map_err(anyhow::Error::msg)?;
+    }
+    let config =
+        herald_auth::tls::server_config(&dev.cert, &dev.key).map_err(anyhow::Error::msg)?;
+    let line = format!(
+        "  TLS CA          {}  (development certificate{}; trust this CA in clients)",
+        dev.ca.display(),
+        if generated { " generated now" } else { "" }
+    );
+    Ok((Some(config), Some(line)))
 }
 
 fn describe_metrics() {

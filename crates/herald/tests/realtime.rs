@@ -249,7 +249,8 @@ async fn tenants_only_reach_their_own_channels() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("auth_failures_total{interface=\"websocket\",reason=\"tenant_isolation\"}"),
+        metrics
+            .contains("auth_failures_total{interface=\"websocket\",reason=\"tenant_isolation\"}"),
         "{metrics}"
     );
     assert!(metrics.contains("active_connections 2"), "{metrics}");
