@@ -1,16 +1,18 @@
-"""SCRAM over a SASL_PLAINTEXT listener with kafka-python and confluent-kafka (librdkafka).
+"""SCRAM over SASL_PLAINTEXT and SASL_SSL listeners with kafka-python and confluent-kafka.
 
 Starts its own herald (HERALD_BIN) with `--kafka-addr SASL_PLAINTEXT://127.0.0.1:0`, creates
-users with `herald user create` and `herald tenant create`, and checks that authenticated clients produce and consume, and
-that wrong passwords, deleted users and unauthenticated clients are refused and counted.
-(The seed's snippet uses SASL_SSL; TLS listeners are not available yet, so this is the same
-snippet over SASL_PLAINTEXT.)
+users with `herald user create` and `herald tenant create`, and checks that authenticated
+clients produce and consume, and that wrong passwords, deleted users and unauthenticated clients
+are refused and counted. Then a second herald with a SASL_SSL listener (its development
+certificate generated on first start) runs the seed's Authentication snippet verbatim, the
+bootstrap address aside, with the CA trusted through SSL_CERT_FILE.
 """
 
 import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -25,11 +27,12 @@ KEY = "compat-sasl-admin-key-0123456789"
 
 
 class Herald:
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, listener="SASL_PLAINTEXT=SASL_PLAINTEXT://127.0.0.1:0"):
         self.data_dir = data_dir
+        self.listener = listener.split("=")[0]
         self.proc = subprocess.Popen(
             [HERALD_BIN, "serve", "--data-dir", data_dir, "--http-addr", "127.0.0.1:0",
-             "--kafka-addr", "SASL_PLAINTEXT://127.0.0.1:0"],
+             "--kafka-listener", listener],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             env={**os.environ, "HERALD_ADMIN_API_KEY": KEY, "HERALD_LOG": "warn"},
         )
@@ -39,7 +42,7 @@ class Herald:
             assert time.time() < deadline, "herald did not start"
             line = self.proc.stdout.readline()
             assert line, "herald exited"
-            if m := re.search(r"Kafka SASL_PLAINTEXT\s+(\S+)", line):
+            if m := re.search(r"Kafka " + self.listener + r"\s+(\S+)", line):
                 self.kafka = m.group(1)
             if m := re.search(r"HTTP API\s+(http://\S+)", line):
                 self.http = m.group(1)
@@ -196,3 +199,94 @@ def test_deleted_users_cannot_authenticate_and_credentials_survive_restart(heral
         assert "short-lived" not in again.cli("user", "list").stdout
     finally:
         again.stop()
+
+
+# The seed's Authentication snippet (event-streaming design, "Seguridad"), character for character.
+SEED_SNIPPET = """
+from kafka import KafkaProducer
+
+producer = KafkaProducer(
+    bootstrap_servers='redpanda.smarterbot.cl:9092',
+    security_protocol='SASL_SSL',
+    sasl_mechanism='SCRAM-SHA-256',
+    sasl_plain_username='service-api-gateway',
+    sasl_plain_password=vault.read('secret/system/redpanda/password')
+)
+"""
+
+RUN_SNIPPET = """
+import json, os, sys, uuid
+
+class vault:
+    @staticmethod
+    def read(path):
+        assert path == 'secret/system/redpanda/password'
+        return os.environ['GATEWAY_PASSWORD']
+
+exec(os.environ['SNIPPET'])
+event = {"event_id": str(uuid.uuid4()), "event_type": "order_created", "tenant_id": "76953480-3",
+         "service": "shopify", "timestamp": "2026-11-24T10:00:00Z", "data": {"order_id": 1}}
+md = producer.send('smarteros.76953480-3.shopify.order_created',
+                   json.dumps(event).encode()).get(timeout=15)
+print(json.dumps({"offset": md.offset, "event_id": event["event_id"]}))
+"""
+
+
+def test_the_seeds_sasl_ssl_snippet_runs_verbatim():
+    with tempfile.TemporaryDirectory() as d:
+        h = Herald(d, "SASL_SSL=SASL_SSL://127.0.0.1:0")
+        try:
+            ca = os.path.join(d, "tls", "ca.pem")
+            assert os.path.isfile(ca), "a SASL_SSL listener without a certificate gets a dev CA"
+            r = h.cli("user", "create", "service-api-gateway", "--password-stdin",
+                      stdin="gateway-password-1\n")
+            assert r.returncode == 0, r.stderr
+            # The seed's ACL for the gateway: WRITE, READ, DESCRIBE on Topic:smarteros.*
+            r = h.cli("acl", "create", "--principal", "User:service-api-gateway",
+                      "--operation", "WRITE,READ,DESCRIBE", "--topic", "smarteros.", "--prefixed")
+            assert r.returncode == 0, r.stderr
+            port = h.kafka.rsplit(":", 1)[1]
+            snippet = SEED_SNIPPET.replace("redpanda.smarterbot.cl:9092", f"localhost:{port}")
+            out = subprocess.run(
+                [sys.executable, "-c", RUN_SNIPPET], capture_output=True, text=True, timeout=60,
+                env={**os.environ, "SNIPPET": snippet, "SSL_CERT_FILE": ca,
+                     "GATEWAY_PASSWORD": "gateway-password-1"},
+            )
+            assert out.returncode == 0, out.stderr
+            sent = json.loads(out.stdout.strip().splitlines()[-1])
+            assert sent["offset"] >= 0
+
+            # librdkafka over the same listener reads it back, trusting the CA explicitly.
+            c = confluent_kafka.Consumer({
+                "bootstrap.servers": h.kafka, "security.protocol": "SASL_SSL",
+                "ssl.ca.location": ca, "sasl.mechanism": "SCRAM-SHA-512",
+                "sasl.username": "service-api-gateway", "sasl.password": "gateway-password-1",
+                "group.id": "gateway-readers", "auto.offset.reset": "earliest",
+            })
+            r = h.cli("acl", "create", "--principal", "User:service-api-gateway",
+                      "--operation", "READ", "--group", "gateway-readers")
+            assert r.returncode == 0, r.stderr
+            c.subscribe(["smarteros.76953480-3.shopify.order_created"])
+            got = None
+            deadline = time.time() + 30
+            while got is None and time.time() < deadline:
+                m = c.poll(1.0)
+                if m is not None and m.error() is None:
+                    got = json.loads(m.value())["event_id"]
+            c.close()
+            assert got == sent["event_id"]
+
+            # Without the CA the handshake fails: no plaintext fallback.
+            errors = []
+            p = confluent_kafka.Producer({
+                "bootstrap.servers": h.kafka, "security.protocol": "SASL_SSL",
+                "sasl.mechanism": "SCRAM-SHA-256", "sasl.username": "service-api-gateway",
+                "sasl.password": "gateway-password-1", "message.timeout.ms": 4000,
+                "ssl.ca.location": "/etc/ssl/certs/ca-certificates.crt",
+                "error_cb": lambda e: errors.append(e.code()), "log_level": 0,
+            })
+            p.produce("smarteros.76953480-3.shopify.order_created", b"{}")
+            p.flush(6)
+            assert errors, "an untrusted certificate must fail the handshake"
+        finally:
+            h.stop()
