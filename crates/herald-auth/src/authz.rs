@@ -274,17 +274,26 @@ impl Authorizer {
     }
 }
 
-/// The ACLs `herald tenant create` grants (the seed's defaults): READ, WRITE and DESCRIBE on the
-/// tenant's topics and groups, `{prefix}.{tenant}.` PREFIXED, from any host.
+/// The ACLs `herald tenant create` grants: the seed's defaults — READ, WRITE and DESCRIBE on the
+/// tenant's topics, READ and DESCRIBE on its groups (groups have no WRITE), all `{prefix}.{tenant}.`
+/// PREFIXED, from any host — plus DESCRIBE_CONFIGS on its topics, so that a tenant can read its
+/// own topics' retention and policies.
 pub fn tenant_default_acls(tenant: &str, topic_prefix: &str) -> Vec<AclBinding> {
     use crate::acl::{PatternType, Permission};
     let principal = format!("User:{TENANT_USER_PREFIX}{tenant}");
     let name = format!("{topic_prefix}.{tenant}.");
     let mut out = Vec::new();
     for resource_type in [ResourceType::Topic, ResourceType::Group] {
-        for operation in [Operation::Read, Operation::Write, Operation::Describe] {
-            if resource_type == ResourceType::Group && operation == Operation::Write {
-                continue; // groups have no WRITE: READ and DESCRIBE cover every group API
+        for operation in [
+            Operation::Read,
+            Operation::Write,
+            Operation::Describe,
+            Operation::DescribeConfigs,
+        ] {
+            if resource_type == ResourceType::Group
+                && matches!(operation, Operation::Write | Operation::DescribeConfigs)
+            {
+                continue;
             }
             out.push(AclBinding {
                 resource_type,

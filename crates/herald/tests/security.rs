@@ -75,7 +75,7 @@ async fn tenant_keys_are_fenced_revocable_and_denials_are_audited() {
         .iter()
         .map(|b| format!("{}:{}:{}", b["resource_type"], b["name"], b["operation"]))
         .collect();
-    assert_eq!(ops.len(), 5, "{ops:?}");
+    assert_eq!(ops.len(), 6, "{ops:?}");
     assert!(ops.contains(&"\"TOPIC\":\"smarteros.76953480-3.\":\"WRITE\"".to_owned()));
 
     // Each tenant publishes to its own topic; A cannot publish as B.
