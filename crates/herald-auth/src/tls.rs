@@ -9,6 +9,12 @@ use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+/// Makes ring the process's TLS provider, for code that builds TLS clients without naming one
+/// (reqwest). Idempotent: a provider already installed stays.
+pub fn install_default_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Where a development certificate was written.
 #[derive(Debug, Clone)]
 pub struct DevCert {

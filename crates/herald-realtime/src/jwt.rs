@@ -342,6 +342,7 @@ impl Verifier {
                 if !matches!(parsed.scheme(), "http" | "https") {
                     return Err(format!("jwks_url {url:?} must be http:// or https://"));
                 }
+                herald_auth::tls::install_default_provider();
                 let client = reqwest::Client::builder().timeout(JWKS_TIMEOUT).build();
                 let client =
                     client.map_err(|e| format!("cannot build the JWKS HTTP client: {e}"))?;

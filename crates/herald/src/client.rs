@@ -241,6 +241,7 @@ impl Api {
         let key = conn
             .key()
             .ok_or_else(|| anyhow!("no API key: {KEY_HINT}"))?;
+        herald_auth::tls::install_default_provider();
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")));
@@ -1455,7 +1456,10 @@ mod tests {
         );
         assert!(parse_server("ftp://x").is_err());
         let api = Api {
-            http: reqwest::Client::new(),
+            http: {
+                herald_auth::tls::install_default_provider();
+                reqwest::Client::new()
+            },
             base: parse_server("http://h:1/herald/")?,
             server: "http://h:1/herald".into(),
             key: "k".into(),

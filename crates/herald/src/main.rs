@@ -147,7 +147,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // One TLS provider for the whole process (ring): listeners, the CLI's HTTPS client and the
     // gateway's JWKS fetches.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    herald_auth::tls::install_default_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -94,6 +94,7 @@ impl Server {
     }
 
     pub fn client(&self) -> reqwest::Client {
+        herald_auth::tls::install_default_provider();
         reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
