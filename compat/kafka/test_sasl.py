@@ -27,12 +27,13 @@ KEY = "compat-sasl-admin-key-0123456789"
 
 
 class Herald:
-    def __init__(self, data_dir, listener="SASL_PLAINTEXT=SASL_PLAINTEXT://127.0.0.1:0"):
+    def __init__(self, data_dir, listener="SASL_PLAINTEXT=SASL_PLAINTEXT://127.0.0.1:0",
+                 extra=()):
         self.data_dir = data_dir
         self.listener = listener.split("=")[0]
         self.proc = subprocess.Popen(
             [HERALD_BIN, "serve", "--data-dir", data_dir, "--http-addr", "127.0.0.1:0",
-             "--kafka-listener", listener],
+             "--kafka-listener", listener, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             env={**os.environ, "HERALD_ADMIN_API_KEY": KEY, "HERALD_LOG": "warn"},
         )
@@ -288,5 +289,47 @@ def test_the_seeds_sasl_ssl_snippet_runs_verbatim():
             p.produce("smarteros.76953480-3.shopify.order_created", b"{}")
             p.flush(6)
             assert errors, "an untrusted certificate must fail the handshake"
+        finally:
+            h.stop()
+
+
+def test_produce_byte_rate_quota_throttles_a_tenant():
+    """[quotas.tenants.ID] producer_byte_rate: librdkafka is told throttle_time_ms and the
+    connection is muted; the data still all arrives."""
+    with tempfile.TemporaryDirectory() as d:
+        config = os.path.join(d, "herald.toml")
+        with open(config, "w") as f:
+            f.write('[quotas.tenants."76953480-3"]\nproducer_byte_rate = 20000\n')
+        h = Herald(os.path.join(d, "data"), extra=("--config", config))
+        try:
+            r = h.cli("tenant", "create", "76953480-3", "--password-stdin",
+                      stdin="tenant-password-1\n")
+            assert r.returncode == 0, r.stderr
+            stats = []
+            p = confluent_kafka.Producer({
+                "bootstrap.servers": h.kafka, "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanism": "SCRAM-SHA-256", "sasl.username": "tenant-76953480-3",
+                "sasl.password": "tenant-password-1", "linger.ms": 5,
+                "statistics.interval.ms": 200, "stats_cb": stats.append,
+            })
+            delivered = []
+            payload = json.dumps({**envelope("76953480-3"), "data": {"pad": "x" * 2000}})
+            started = time.time()
+            for _ in range(4):  # four requests of ~20 KB at 20 KB/s after a full bucket
+                for _ in range(10):
+                    p.produce("smarteros.76953480-3.shopify.order_created", payload,
+                              on_delivery=lambda err, msg: delivered.append(err))
+                assert p.flush(60) == 0
+            elapsed = time.time() - started
+            assert delivered == [None] * 40
+            throttled = max((b.get("throttle", {}).get("max", 0)
+                             for s in stats for b in json.loads(s).get("brokers", {}).values()),
+                            default=0)
+            # The bucket holds one second (20 KB); 80 KB take about three more.
+            assert elapsed > 1.5, elapsed
+            p.poll(0.5)
+            assert any('"throttle"' in s for s in stats)
+            assert throttled > 0 or elapsed > 2.5, (throttled, elapsed)
+            assert re.search(r'quota_throttled_total\{interface="kafka"\} [1-9]', h.metrics())
         finally:
             h.stop()
