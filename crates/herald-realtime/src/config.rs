@@ -86,6 +86,18 @@ pub struct RateLimits {
     pub max_connects: u32,
     /// Connection attempts per tenant per window.
     pub tenant_max_connects: u32,
+    /// Per-tenant overrides (`[realtime.rate_limits.tenants.ID]`), field by field.
+    pub tenants: BTreeMap<String, TenantRateLimits>,
+}
+
+/// A tenant's own limits; absent fields keep the defaults above.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantRateLimits {
+    pub max_requests: Option<u32>,
+    pub tenant_max_requests: Option<u32>,
+    pub max_connects: Option<u32>,
+    pub tenant_max_connects: Option<u32>,
 }
 
 impl Default for RateLimits {
@@ -97,6 +109,7 @@ impl Default for RateLimits {
             tenant_max_requests: 10_000,
             max_connects: 60,
             tenant_max_connects: 10_000,
+            tenants: BTreeMap::new(),
         }
     }
 }

@@ -247,11 +247,17 @@ impl Gateway {
         if !rl.enabled {
             return Verdict::Allow;
         }
-        let user = self
-            .limiter
-            .hit(&format!("u:{}", who.user), rl.max_requests);
+        let own = who.tenant.as_ref().and_then(|t| rl.tenants.get(t));
+        let user = self.limiter.hit(
+            &format!("u:{}", who.user),
+            own.and_then(|o| o.max_requests).unwrap_or(rl.max_requests),
+        );
         let tenant = match &who.tenant {
-            Some(t) => self.limiter.hit(&format!("t:{t}"), rl.tenant_max_requests),
+            Some(t) => self.limiter.hit(
+                &format!("t:{t}"),
+                own.and_then(|o| o.tenant_max_requests)
+                    .unwrap_or(rl.tenant_max_requests),
+            ),
             None => Verdict::Allow,
         };
         worst(user, tenant)
@@ -262,11 +268,17 @@ impl Gateway {
         if !rl.enabled {
             return Verdict::Allow;
         }
-        let user = self
-            .limiter
-            .hit(&format!("cu:{}", who.user), rl.max_connects);
+        let own = who.tenant.as_ref().and_then(|t| rl.tenants.get(t));
+        let user = self.limiter.hit(
+            &format!("cu:{}", who.user),
+            own.and_then(|o| o.max_connects).unwrap_or(rl.max_connects),
+        );
         let tenant = match &who.tenant {
-            Some(t) => self.limiter.hit(&format!("ct:{t}"), rl.tenant_max_connects),
+            Some(t) => self.limiter.hit(
+                &format!("ct:{t}"),
+                own.and_then(|o| o.tenant_max_connects)
+                    .unwrap_or(rl.tenant_max_connects),
+            ),
             None => Verdict::Allow,
         };
         worst(user, tenant)

@@ -636,12 +636,13 @@ async fn subscription_tokens_and_sub_refresh() {
 }
 
 #[tokio::test]
-async fn the_tenant_limit_is_shared_by_its_users() {
+async fn the_tenant_limit_is_shared_by_its_users_and_overridable_per_tenant() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("herald.toml");
     std::fs::write(
         &config,
-        "[realtime.rate_limits]\nmax_requests = 100\ntenant_max_requests = 4\n",
+        "[realtime.rate_limits]\nmax_requests = 100\ntenant_max_requests = 4\n\
+         [realtime.rate_limits.tenants.11]\ntenant_max_requests = 1\n",
     )
     .unwrap();
     let data = dir.path().join("data");
@@ -678,5 +679,23 @@ async fn the_tenant_limit_is_shared_by_its_users() {
         r.get("error").is_none(),
         "another tenant is not affected: {r}"
     );
+    // A tenant with an override of its own: one command per window.
+    let (mut small, _) = connect(&server, &user_token("d", "11", &[])).await;
+    let r = call(
+        &mut small,
+        2,
+        "subscribe",
+        json!({"channel": "tenant:11:a"}),
+    )
+    .await;
+    assert!(r.get("error").is_none(), "{r}");
+    let r = call(
+        &mut small,
+        3,
+        "subscribe",
+        json!({"channel": "tenant:11:b"}),
+    )
+    .await;
+    assert_eq!(r["error"]["code"], 111, "the override applies: {r}");
     server.stop();
 }
