@@ -68,12 +68,14 @@ struct Bucket {
 
 pub struct Quotas {
     cfg: QuotaConfig,
+    any: bool,
     buckets: Mutex<HashMap<(String, QuotaKind), Bucket>>,
 }
 
 impl Quotas {
     pub fn new(cfg: QuotaConfig) -> Quotas {
         Quotas {
+            any: cfg != QuotaConfig::default(),
             cfg,
             buckets: Mutex::new(HashMap::new()),
         }
@@ -81,7 +83,7 @@ impl Quotas {
 
     /// Whether any quota is configured at all (callers skip the bookkeeping otherwise).
     pub fn any(&self) -> bool {
-        self.cfg != QuotaConfig::default()
+        self.any
     }
 
     /// The rate that applies to `subject` for `kind`.

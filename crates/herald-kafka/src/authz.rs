@@ -1,5 +1,7 @@
 //! The Kafka listener's questions to the shared authorizer, in Kafka's terms.
 
+use std::sync::Arc;
+
 use herald_auth::acl::Operation;
 use herald_auth::authz::{Interface, Resource, Subject, host_text};
 
@@ -7,13 +9,25 @@ use crate::conn::Connection;
 use crate::sasl::SaslState;
 
 /// Who is asking on this connection: the authenticated SCRAM user, or on a listener without
-/// authentication the trusted anonymous principal.
-pub fn subject(conn: &Connection) -> Subject {
+/// authentication the trusted anonymous principal. Computed once and kept until the
+/// authentication state changes (`forget_subject`).
+pub fn subject(conn: &Connection) -> Arc<Subject> {
+    let mut cached = conn.subject.lock();
+    if let Some(s) = &*cached {
+        return Arc::clone(s);
+    }
     let host = host_text(conn.peer.ip());
-    match &*conn.sasl.lock() {
+    let s = Arc::new(match &*conn.sasl.lock() {
         SaslState::Authenticated(user) => Subject::user(user, host),
         _ => Subject::anonymous_trusted(host),
-    }
+    });
+    *cached = Some(Arc::clone(&s));
+    s
+}
+
+/// Drops the cached subject (after a SASL state change).
+pub fn forget_subject(conn: &Connection) {
+    *conn.subject.lock() = None;
 }
 
 /// Asks, counting and auditing a denial.

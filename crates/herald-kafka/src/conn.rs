@@ -21,6 +21,8 @@ pub struct Connection {
     /// Set by a handler whose client exceeded a byte-rate quota: the connection is muted for
     /// this long after the response is sent (KIP-219).
     pub throttle: parking_lot::Mutex<std::time::Duration>,
+    /// Who is asking, computed once per authentication state (see `authz::subject`).
+    pub subject: parking_lot::Mutex<Option<Arc<herald_auth::authz::Subject>>>,
 }
 
 /// Why a connection is closed instead of answered, as Kafka brokers do for requests they
@@ -52,6 +54,7 @@ impl Connection {
             peer,
             sasl,
             throttle: parking_lot::Mutex::new(std::time::Duration::ZERO),
+            subject: parking_lot::Mutex::new(None),
         }
     }
 

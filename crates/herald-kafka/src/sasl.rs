@@ -196,6 +196,7 @@ pub fn authenticate(conn: &Connection, req: SaslAuthenticateRequest) -> SaslAuth
             }) => {
                 tracing::debug!(peer = %conn.peer, user = %username, "kafka client authenticated");
                 *conn.sasl.lock() = SaslState::Authenticated(username);
+                crate::authz::forget_subject(conn);
                 SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(final_message))
             }
             Ok(Step::Continue(_)) => failed(conn, mech, "malformed"),
