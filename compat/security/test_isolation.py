@@ -53,6 +53,7 @@ class Herald:
              "--http-tls", "--kafka-listener", "SASL_SSL=SASL_SSL://127.0.0.1:0"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             env={**os.environ, "HERALD_ADMIN_API_KEY": ADMIN_KEY, "HERALD_JWT_SECRET": JWT_SECRET,
+                 "HERALD_SUPERUSERS": "User:ops",
                  "HERALD_GROUP_INITIAL_REBALANCE_DELAY_MS": "0", "HERALD_LOG": "warn"},
         )
         self.kafka = self.http = None
@@ -432,6 +433,57 @@ def test_websocket_centrifuge_js(h):
     for op in ("subscribe", "publish", "history"):
         assert result[op]["own"] == "ok", result
         assert result[op]["other"] == 103, result  # permission denied
+
+
+# ---------------------------------------------------------------------------------------------
+# Superusers and ACL administration over the Kafka protocol
+
+
+def test_a_superuser_manages_acls_and_an_acl_opens_exactly_what_it_names(h):
+    from kafka.admin import (ACL, ACLFilter, ACLOperation, ACLPermissionType,
+                             ACLResourcePatternType, ResourcePattern, ResourcePatternFilter,
+                             ResourceType)
+    h.cli("user", "create", "ops", "--password-stdin", stdin="ops-password-123\n")
+    ops = dict(kp_conf(h, A), sasl_plain_username="ops", sasl_plain_password="ops-password-123")
+    admin = KafkaAdminClient(**ops)
+    try:
+        # A superuser reads any tenant's topic.
+        c = KafkaConsumer(**ops, auto_offset_reset="earliest", consumer_timeout_ms=8000)
+        c.assign([TopicPartition(TOPIC[B], 0)])
+        assert json.loads(next(iter(c)).value)["tenant_id"] == B
+        c.close()
+        # It grants a service principal READ on B's topic only, with CreateAcls.
+        h.cli("user", "create", "service-reporting", "--password-stdin",
+              stdin="reporting-password-1\n")
+        acl = ACL(principal="User:service-reporting", host="*", operation=ACLOperation.READ,
+                  permission_type=ACLPermissionType.ALLOW,
+                  resource_pattern=ResourcePattern(ResourceType.TOPIC, TOPIC[B],
+                                                   ACLResourcePatternType.LITERAL))
+        result = admin.create_acls([acl])
+        assert not result["failed"], result
+        svc = dict(kp_conf(h, A), sasl_plain_username="service-reporting",
+                   sasl_plain_password="reporting-password-1")
+        c = KafkaConsumer(**svc, auto_offset_reset="earliest", consumer_timeout_ms=8000)
+        c.assign([TopicPartition(TOPIC[B], 0)])
+        assert json.loads(next(iter(c)).value)["tenant_id"] == B
+        c.close()
+        assert KafkaConsumer(**svc).topics() == {TOPIC[B]}
+        p = KafkaProducer(max_block_ms=8000, **svc)
+        with pytest.raises(TopicAuthorizationFailedError):
+            p.send(TOPIC[B], b"{}").get(timeout=15)
+        p.close(timeout=5)
+        # DescribeAcls with a MATCH filter, then DeleteAcls.
+        flt = ACLFilter(principal="User:service-reporting", host="*", operation=ACLOperation.ANY,
+                        permission_type=ACLPermissionType.ANY,
+                        resource_pattern=ResourcePatternFilter(ResourceType.TOPIC, TOPIC[B],
+                                                               ACLResourcePatternType.MATCH))
+        acls, error = admin.describe_acls(flt)
+        assert len(acls) == 1, (acls, error)
+        deleted = admin.delete_acls([flt])
+        assert len(deleted[0][1]) == 1, deleted
+        assert KafkaConsumer(**svc).topics() == set()
+    finally:
+        admin.close()
 
 
 # ---------------------------------------------------------------------------------------------
