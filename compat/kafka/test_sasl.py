@@ -333,3 +333,52 @@ def test_produce_byte_rate_quota_throttles_a_tenant():
             assert re.search(r'quota_throttled_total\{interface="kafka"\} [1-9]', h.metrics())
         finally:
             h.stop()
+
+
+def test_mtls_client_certificates_are_principals():
+    """An SSL listener with tls.client_auth = "required": the client certificate's CN is the
+    principal, held to ACLs like a SCRAM user; a client without a certificate cannot connect."""
+    with tempfile.TemporaryDirectory() as d:
+        certs = os.path.join(d, "certs")
+        out = subprocess.run([HERALD_BIN, "cert", "dev", "--out", certs, "--client", "svc-a",
+                              "--client", "svc-b"], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        config = os.path.join(d, "herald.toml")
+        with open(config, "w") as f:
+            f.write(f'[tls]\ncert = "{certs}/cert.pem"\nkey = "{certs}/key.pem"\n'
+                    f'client_auth = "required"\nclient_ca = "{certs}/ca.pem"\n')
+        h = Herald(os.path.join(d, "data"), "MTLS=SSL://127.0.0.1:0", extra=("--config", config))
+        try:
+            topic = "smarteros.76953480-3.shopify.order_created"
+            req = urllib.request.Request(
+                h.http + "/v1/events", data=json.dumps(envelope("76953480-3")).encode(),
+                headers={"X-API-Key": KEY, "Content-Type": "application/json"}, method="POST")
+            assert urllib.request.urlopen(req, timeout=10).status == 200
+            r = h.cli("acl", "create", "--principal", "User:svc-a", "--operation", "READ",
+                      "--topic", topic)
+            assert r.returncode == 0, r.stderr
+
+            def client(name, **extra):
+                conf = dict(bootstrap_servers=h.kafka, security_protocol="SSL",
+                            ssl_cafile=f"{certs}/ca.pem", request_timeout_ms=8000,
+                            api_version_auto_timeout_ms=8000)
+                if name:
+                    conf.update(ssl_certfile=f"{certs}/client-{name}.pem",
+                                ssl_keyfile=f"{certs}/client-{name}-key.pem")
+                return KafkaConsumer(**conf, **extra)
+
+            a = client("svc-a", auto_offset_reset="earliest", consumer_timeout_ms=8000)
+            assert a.topics() == {topic}
+            a.subscribe([topic])
+            assert json.loads(next(iter(a)).value)["tenant_id"] == "76953480-3"
+            a.close()
+            b = client("svc-b")
+            assert b.topics() == set()
+            b.close()
+            import ssl
+            from kafka.errors import NoBrokersAvailable
+            # Refused in the handshake (TLS 1.3 alert "certificate required").
+            with pytest.raises((NoBrokersAvailable, ssl.SSLError)):
+                client(None)
+        finally:
+            h.stop()

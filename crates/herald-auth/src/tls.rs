@@ -41,8 +41,46 @@ impl DevCert {
     }
 }
 
+/// Whether a TLS listener asks clients for certificates (Kafka's `ssl.client.auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// No client certificates.
+    #[default]
+    None,
+    /// Clients may present one; those that do are the principal it names.
+    Requested,
+    /// Clients must present one signed by the client CA.
+    Required,
+}
+
+/// The principal a client certificate stands for: `CN` of its subject (as Kafka's
+/// `ssl.principal.mapping.rules = RULE:^CN=(.*?),.*$/$1/`), or the whole subject if it has none.
+pub fn principal_of(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let subject = parsed.subject();
+    let cn = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned);
+    let name = cn.unwrap_or_else(|| subject.to_string());
+    (!name.is_empty() && name.len() <= 256 && !name.chars().any(char::is_control)).then_some(name)
+}
+
 /// The rustls server configuration for a certificate chain and key in PEM files.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+    server_config_with_clients(cert, key, None, ClientAuth::None)
+}
+
+/// [`server_config`], verifying client certificates against the CAs in `client_ca` when
+/// `client_auth` asks for them.
+pub fn server_config_with_clients(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+    client_auth: ClientAuth,
+) -> Result<Arc<ServerConfig>, String> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| format!("cannot read the TLS certificate {}: {e}", cert.display()))?
         .collect::<Result<_, _>>()
@@ -56,10 +94,43 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Strin
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("TLS private key {}: {e}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_no_client_auth()
+        .map_err(|e| format!("TLS: {e}"))?;
+    let builder = match (client_auth, client_ca) {
+        (ClientAuth::None, _) => builder.with_no_client_auth(),
+        (_, None) => {
+            return Err(
+                "tls.client_auth needs tls.client_ca, the CA that signs client certificates".into(),
+            );
+        }
+        (mode, Some(ca)) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca)
+                .map_err(|e| format!("cannot read the client CA {}: {e}", ca.display()))?
+            {
+                let c = c.map_err(|e| format!("client CA {}: {e}", ca.display()))?;
+                roots
+                    .add(c)
+                    .map_err(|e| format!("client CA {}: {e}", ca.display()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            );
+            let verifier = if mode == ClientAuth::Requested {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            builder.with_client_cert_verifier(
+                verifier
+                    .build()
+                    .map_err(|e| format!("client CA {}: {e}", ca.display()))?,
+            )
+        }
+    };
+    let config = builder
         .with_single_cert(chain, key)
         .map_err(|e| format!("TLS certificate {} and its key: {e}", cert.display()))?;
     Ok(Arc::new(config))
@@ -91,6 +162,27 @@ pub fn dev_hosts(extra: &[String]) -> Vec<String> {
 /// `ca.pem`, `cert.pem` and `key.pem` into `dir`. Valid for about ten years; for development
 /// only — the CA key is not kept, so nothing else can be signed with it.
 pub fn generate_dev(dir: &Path, hosts: &[String]) -> Result<DevCert, String> {
+    generate_dev_with_clients(dir, hosts, &[])
+}
+
+/// [`generate_dev`], also writing a client certificate `client-NAME.pem` with its key
+/// `client-NAME-key.pem` for each of `clients` (subject `CN=NAME`, for mTLS listeners).
+pub fn generate_dev_with_clients(
+    dir: &Path,
+    hosts: &[String],
+    clients: &[String],
+) -> Result<DevCert, String> {
+    for c in clients {
+        if c.is_empty()
+            || !c
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
+        {
+            return Err(format!(
+                "client name {c:?} must be letters, digits, - _ . or @"
+            ));
+        }
+    }
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, KeyUsagePurpose,
@@ -120,6 +212,18 @@ pub fn generate_dev(dir: &Path, hosts: &[String]) -> Result<DevCert, String> {
     leaf.not_before = now - time::Duration::days(1);
     leaf.not_after = until;
     let cert = leaf.signed_by(&key, &issuer).map_err(err)?;
+    let mut client_certs = Vec::new();
+    for name in clients {
+        let ckey = KeyPair::generate().map_err(err)?;
+        let mut p = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        p.distinguished_name.push(DnType::CommonName, name.as_str());
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.not_before = now - time::Duration::days(1);
+        p.not_after = until;
+        let c = p.signed_by(&ckey, &issuer).map_err(err)?;
+        client_certs.push((name, c.pem(), ckey.serialize_pem()));
+    }
 
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let out = DevCert::in_dir(dir);
@@ -145,6 +249,10 @@ pub fn generate_dev(dir: &Path, hosts: &[String]) -> Result<DevCert, String> {
         false,
     )?;
     write(&out.key, &key.serialize_pem(), true)?;
+    for (name, cert, key) in client_certs {
+        write(&dir.join(format!("client-{name}.pem")), &cert, false)?;
+        write(&dir.join(format!("client-{name}-key.pem")), &key, true)?;
+    }
     Ok(out)
 }
 
@@ -171,5 +279,26 @@ mod tests {
         assert!(e.contains("no CERTIFICATE"), "{e}");
         let e = server_config(&dev.cert, &dev.cert).unwrap_err();
         assert!(e.contains("private key"), "{e}");
+    }
+
+    #[test]
+    fn client_certificates_name_their_principal() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev =
+            generate_dev_with_clients(dir.path(), &dev_hosts(&[]), &["svc-a".into()]).unwrap();
+        let pem = dir.path().join("client-svc-a.pem");
+        let cert = CertificateDer::from_pem_file(&pem).unwrap();
+        assert_eq!(principal_of(&cert).as_deref(), Some("svc-a"));
+        let server = CertificateDer::from_pem_file(&dev.cert).unwrap();
+        assert_eq!(principal_of(&server).as_deref(), Some("localhost"));
+        assert!(
+            server_config_with_clients(&dev.cert, &dev.key, Some(&dev.ca), ClientAuth::Required)
+                .is_ok()
+        );
+        let e = server_config_with_clients(&dev.cert, &dev.key, None, ClientAuth::Required)
+            .unwrap_err();
+        assert!(e.contains("client_ca"), "{e}");
+        assert!(generate_dev_with_clients(dir.path(), &[], &["a b".into()]).is_err());
+        assert_eq!(principal_of(&CertificateDer::from(vec![1u8, 2, 3])), None);
     }
 }

@@ -8,8 +8,9 @@ use herald_auth::authz::{Interface, Resource, Subject, host_text};
 use crate::conn::Connection;
 use crate::sasl::SaslState;
 
-/// Who is asking on this connection: the authenticated SCRAM user, or on a listener without
-/// authentication the trusted anonymous principal. Computed once and kept until the
+/// Who is asking on this connection: the authenticated SCRAM user, else the principal of its
+/// TLS client certificate, else (a listener without authentication) the trusted anonymous
+/// principal. Computed once and kept until the
 /// authentication state changes (`forget_subject`).
 pub fn subject(conn: &Connection) -> Arc<Subject> {
     let mut cached = conn.subject.lock();
@@ -19,7 +20,10 @@ pub fn subject(conn: &Connection) -> Arc<Subject> {
     let host = host_text(conn.peer.ip());
     let s = Arc::new(match &*conn.sasl.lock() {
         SaslState::Authenticated(user) => Subject::user(user, host),
-        _ => Subject::anonymous_trusted(host),
+        _ => match &conn.tls_user {
+            Some(user) => Subject::user(user, host),
+            None => Subject::anonymous_trusted(host),
+        },
     });
     *cached = Some(Arc::clone(&s));
     s

@@ -23,6 +23,8 @@ pub struct Connection {
     pub throttle: parking_lot::Mutex<std::time::Duration>,
     /// Who is asking, computed once per authentication state (see `authz::subject`).
     pub subject: parking_lot::Mutex<Option<Arc<herald_auth::authz::Subject>>>,
+    /// The principal named by the client's TLS certificate (mTLS), if it presented one.
+    pub tls_user: Option<String>,
 }
 
 /// Why a connection is closed instead of answered, as Kafka brokers do for requests they
@@ -55,6 +57,7 @@ impl Connection {
             sasl,
             throttle: parking_lot::Mutex::new(std::time::Duration::ZERO),
             subject: parking_lot::Mutex::new(None),
+            tls_user: None,
         }
     }
 

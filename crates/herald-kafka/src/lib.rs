@@ -136,13 +136,21 @@ pub async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             metrics::gauge!("kafka_connections").increment(1.0);
-            let conn = conn::Connection::new(ctx, advertised, peer);
+            let mut conn = conn::Connection::new(ctx, advertised, peer);
             match tls {
                 None => conn.run(stream, shutdown).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     {
-                        Ok(Ok(tls_stream)) => conn.run_io(tls_stream, shutdown).await,
+                        Ok(Ok(tls_stream)) => {
+                            conn.tls_user = tls_stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .and_then(herald_auth::tls::principal_of);
+                            conn.run_io(tls_stream, shutdown).await
+                        }
                         Ok(Err(e)) => {
                             metrics::counter!("tls_handshake_failures_total", "interface" => "kafka")
                                 .increment(1);

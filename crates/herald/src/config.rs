@@ -84,6 +84,11 @@ pub struct Config {
 pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// Kafka TLS listeners ask for client certificates: "none", "requested" or "required"
+    /// (Kafka's `ssl.client.auth`). A client with a certificate is the principal `User:<CN>`.
+    pub client_auth: herald_auth::tls::ClientAuth,
+    /// The CA that signs client certificates.
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -306,6 +311,17 @@ impl Config {
                 "HERALD_SUPERUSERS" => cfg.security.superusers = split_list(v),
                 "HERALD_TLS_CERT" => cfg.tls.cert = Some(PathBuf::from(v)),
                 "HERALD_TLS_KEY" => cfg.tls.key = Some(PathBuf::from(v)),
+                "HERALD_TLS_CLIENT_CA" => cfg.tls.client_ca = Some(PathBuf::from(v)),
+                "HERALD_TLS_CLIENT_AUTH" => {
+                    cfg.tls.client_auth = match v.as_str() {
+                        "none" => herald_auth::tls::ClientAuth::None,
+                        "requested" => herald_auth::tls::ClientAuth::Requested,
+                        "required" => herald_auth::tls::ClientAuth::Required,
+                        other => bail!(
+                            "HERALD_TLS_CLIENT_AUTH must be none, requested or required, not {other:?}"
+                        ),
+                    }
+                }
                 "HERALD_HTTP_TLS" => cfg.http.tls = parse_env(k, v)?,
                 "HERALD_ADMIN_API_KEY" => {
                     cfg.admin_api_key = Some(v.clone()).filter(|v| !v.is_empty())
@@ -400,6 +416,11 @@ impl Config {
             && k.len() < 16
         {
             bail!("admin_api_key must be at least 16 characters");
+        }
+        if self.tls.client_auth != herald_auth::tls::ClientAuth::None
+            && self.tls.client_ca.is_none()
+        {
+            bail!("tls.client_auth needs tls.client_ca, the CA that signs client certificates");
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             bail!(

@@ -91,16 +91,28 @@ enum CertCommand {
         /// Another name or address the certificate must be valid for; repeatable.
         #[arg(long = "host")]
         hosts: Vec<String>,
+        /// Also write a client certificate for this principal (client-NAME.pem, for mTLS
+        /// listeners with tls.client_ca = the written ca.pem); repeatable.
+        #[arg(long = "client")]
+        clients: Vec<String>,
     },
 }
 
-fn cert_dev(out: &std::path::Path, hosts: &[String]) -> anyhow::Result<()> {
+fn cert_dev(out: &std::path::Path, hosts: &[String], clients: &[String]) -> anyhow::Result<()> {
     let hosts = herald_auth::tls::dev_hosts(hosts);
-    let dev = herald_auth::tls::generate_dev(out, &hosts).map_err(anyhow::Error::msg)?;
+    let dev = herald_auth::tls::generate_dev_with_clients(out, &hosts, clients)
+        .map_err(anyhow::Error::msg)?;
     println!("development certificate for {}", hosts.join(", "));
     println!("  CA           {}", dev.ca.display());
     println!("  certificate  {}", dev.cert.display());
     println!("  key          {}", dev.key.display());
+    for c in clients {
+        println!(
+            "  client       {}  (User:{c}; key {})",
+            out.join(format!("client-{c}.pem")).display(),
+            out.join(format!("client-{c}-key.pem")).display()
+        );
+    }
     println!();
     println!(
         "herald serve --kafka-listener SASL_SSL=SASL_SSL://127.0.0.1:9093 --tls-cert {} --tls-key {}",
@@ -169,8 +181,13 @@ fn main() -> std::process::ExitCode {
             Command::ApiKey { conn, command } => security_cli::run_key(conn, command).await,
             Command::Bench { command } => bench::run(command).await,
             Command::Cert {
-                command: CertCommand::Dev { out, hosts },
-            } => cert_dev(&out, &hosts),
+                command:
+                    CertCommand::Dev {
+                        out,
+                        hosts,
+                        clients,
+                    },
+            } => cert_dev(&out, &hosts, &clients),
         }
     });
     match result {

@@ -141,7 +141,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let _group_timers = broker.start();
     let listeners = cfg.kafka_listeners()?;
     let (tls, tls_line) = tls_setup(&cfg, &listeners)?;
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let (acceptor, kafka_acceptor) = match tls {
+        Some((http, kafka)) => (
+            Some(tokio_rustls::TlsAcceptor::from(http)),
+            Some(tokio_rustls::TlsAcceptor::from(kafka)),
+        ),
+        None => (None, None),
+    };
     let http_addr = cfg.http_addr()?;
     let listener = tokio::net::TcpListener::bind(http_addr)
         .await
@@ -220,7 +226,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 port,
                 protocol,
             },
-            acceptor.clone().filter(|_| protocol.uses_tls()),
+            kafka_acceptor.clone().filter(|_| protocol.uses_tls()),
             Arc::clone(&kafka_ctx),
             stop_rx.clone(),
         )));
@@ -295,39 +301,51 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The TLS configuration, if any listener needs one: the operator's certificate, or a
-/// development certificate kept in `DATA_DIR/tls` (generated on first need). Also the banner
-/// line saying which.
+/// Server configurations for HTTPS and for Kafka's TLS listeners.
+type TlsConfigs = (Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>);
+
+/// The TLS configurations (HTTP, then Kafka with client certificates as configured), if any
+/// listener needs one: the operator's certificate, or a development certificate kept in
+/// `DATA_DIR/tls` (generated on first need). Also the banner line saying which.
 fn tls_setup(
     cfg: &Config,
     listeners: &[crate::config::KafkaListener],
-) -> anyhow::Result<(Option<Arc<rustls::ServerConfig>>, Option<String>)> {
+) -> anyhow::Result<(Option<TlsConfigs>, Option<String>)> {
+    use herald_auth::tls;
     let needed = cfg.http.tls || listeners.iter().any(|l| l.protocol.uses_tls());
     if !needed {
         return Ok((None, None));
     }
-    if let (Some(cert), Some(key)) = (&cfg.tls.cert, &cfg.tls.key) {
-        let config = herald_auth::tls::server_config(cert, key).map_err(anyhow::Error::msg)?;
-        return Ok((
-            Some(config),
-            Some(format!("  TLS             {}", cert.display())),
-        ));
-    }
-    let dir = cfg.data_dir.join("tls");
-    let dev = herald_auth::tls::DevCert::in_dir(&dir);
-    let generated = !dev.exists();
-    if generated {
-        herald_auth::tls::generate_dev(&dir, &herald_auth::tls::dev_hosts(&[]))
-            .map_err(anyhow::Error::msg)?;
-    }
-    let config =
-        herald_auth::tls::server_config(&dev.cert, &dev.key).map_err(anyhow::Error::msg)?;
-    let line = format!(
-        "  TLS CA          {}  (development certificate{}; trust this CA in clients)",
-        dev.ca.display(),
-        if generated { " generated now" } else { "" }
-    );
-    Ok((Some(config), Some(line)))
+    let (cert, key, line) = match (&cfg.tls.cert, &cfg.tls.key) {
+        (Some(cert), Some(key)) => (
+            cert.clone(),
+            key.clone(),
+            format!("  TLS             {}", cert.display()),
+        ),
+        _ => {
+            let dir = cfg.data_dir.join("tls");
+            let dev = tls::DevCert::in_dir(&dir);
+            let generated = !dev.exists();
+            if generated {
+                tls::generate_dev(&dir, &tls::dev_hosts(&[])).map_err(anyhow::Error::msg)?;
+            }
+            let line = format!(
+                "  TLS CA          {}  (development certificate{}; trust this CA in clients)",
+                dev.ca.display(),
+                if generated { " generated now" } else { "" }
+            );
+            (dev.cert, dev.key, line)
+        }
+    };
+    let http = tls::server_config(&cert, &key).map_err(anyhow::Error::msg)?;
+    let kafka = tls::server_config_with_clients(
+        &cert,
+        &key,
+        cfg.tls.client_ca.as_deref(),
+        cfg.tls.client_auth,
+    )
+    .map_err(anyhow::Error::msg)?;
+    Ok((Some((http, kafka)), Some(line)))
 }
 
 fn describe_metrics() {
