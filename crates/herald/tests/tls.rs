@@ -262,3 +262,232 @@ fn a_key_without_its_certificate_is_a_configuration_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Sends one request (header v1 or v2 as the API version needs) and decodes the response.
+async fn kafka_call<S, Req, Resp>(s: &mut S, key: i16, version: i16, req: &Req) -> Resp
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    Req: kafka_protocol::protocol::Encodable,
+    Resp: kafka_protocol::protocol::Decodable,
+{
+    use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    let api = ApiKey::try_from(key).unwrap();
+    let mut buf = bytes::BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(key)
+        .with_request_api_version(version)
+        .with_correlation_id(1)
+        .with_client_id(Some(StrBytes::from_static_str("herald-test")))
+        .encode(&mut buf, api.request_header_version(version))
+        .unwrap();
+    req.encode(&mut buf, version).unwrap();
+    s.write_all(&(buf.len() as i32).to_be_bytes())
+        .await
+        .unwrap();
+    s.write_all(&buf).await.unwrap();
+    let len = s.read_i32().await.unwrap();
+    let mut body = vec![0u8; len as usize];
+    s.read_exact(&mut body).await.unwrap();
+    let mut b = bytes::Bytes::from(body);
+    ResponseHeader::decode(&mut b, api.response_header_version(version)).unwrap();
+    Resp::decode(&mut b, version).unwrap()
+}
+
+/// The server refuses another principal's partitions itself, whatever the client skips: Fetch,
+/// ListOffsets and OffsetCommit sent straight to the broker by a client-certificate principal.
+#[tokio::test]
+async fn the_broker_refuses_fetch_list_offsets_and_commits_itself() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{
+        FetchRequest, FetchResponse, GroupId, ListOffsetsRequest, ListOffsetsResponse,
+        OffsetCommitRequest, OffsetCommitResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let out = std::process::Command::new(common::herald_bin())
+        .args([
+            "cert",
+            "dev",
+            "--out",
+            certs.to_str().unwrap(),
+            "--client",
+            "svc-a",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let config = dir.path().join("herald.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tls]\ncert = \"{0}/cert.pem\"\nkey = \"{0}/key.pem\"\nclient_auth = \"required\"\nclient_ca = \"{0}/ca.pem\"\n",
+            certs.display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--kafka-listener",
+            "MTLS=SSL://127.0.0.1:0",
+        ],
+        &[("HERALD_ADMIN_API_KEY", ADMIN)],
+    );
+    let mine = "smarteros.t1.shopify.order_created";
+    let theirs = "smarteros.t2.shopify.order_created";
+    for tenant in ["t1", "t2"] {
+        let (s, _) = server
+            .post(
+                "/v1/events",
+                &format!(
+                    r#"{{"event_type":"order_created","tenant_id":"{tenant}","service":"shopify","data":{{}}}}"#
+                ),
+            )
+            .await;
+        assert_eq!(s, 200);
+    }
+    let out = server.cli(
+        &[
+            "acl",
+            "create",
+            "--principal",
+            "User:svc-a",
+            "--operation",
+            "READ",
+            "--topic",
+            mine,
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let out = server.cli(
+        &[
+            "acl",
+            "create",
+            "--principal",
+            "User:svc-a",
+            "--operation",
+            "READ",
+            "--group",
+            "g1",
+        ],
+        None,
+    );
+    assert!(out.status.success());
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(certs.join("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(certs.join("client-svc-a.pem"))
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+    let key =
+        rustls_pki_types::PrivateKeyDer::from_pem_file(certs.join("client-svc-a-key.pem")).unwrap();
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(kafka_addr(&server, "MTLS"))
+        .await
+        .unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+
+    let topic = |name: &str| TopicName(StrBytes::from_string(name.to_owned()));
+    let fetch = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(
+            [mine, theirs]
+                .iter()
+                .map(|t| {
+                    FetchTopic::default()
+                        .with_topic(topic(t))
+                        .with_partitions(vec![
+                            FetchPartition::default()
+                                .with_partition(0)
+                                .with_fetch_offset(0)
+                                .with_partition_max_bytes(1 << 20),
+                        ])
+                })
+                .collect(),
+        );
+    let r: FetchResponse = kafka_call(&mut s, 1, 11, &fetch).await;
+    let codes: Vec<(String, i16, bool)> = r
+        .responses
+        .iter()
+        .map(|t| {
+            let p = &t.partitions[0];
+            (
+                t.topic.0.to_string(),
+                p.error_code,
+                p.records.as_ref().is_some_and(|b| !b.is_empty()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [(mine.to_owned(), 0, true), (theirs.to_owned(), 29, false)]
+    );
+
+    let list = ListOffsetsRequest::default().with_topics(
+        [mine, theirs]
+            .iter()
+            .map(|t| {
+                ListOffsetsTopic::default()
+                    .with_name(topic(t))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(-1),
+                    ])
+            })
+            .collect(),
+    );
+    let r: ListOffsetsResponse = kafka_call(&mut s, 2, 5, &list).await;
+    let got: Vec<(i16, i64)> = r
+        .topics
+        .iter()
+        .map(|t| (t.partitions[0].error_code, t.partitions[0].offset))
+        .collect();
+    assert_eq!(got, [(0, 1), (29, -1)]);
+
+    let commit = |group: &str, t: &str| {
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![
+                OffsetCommitRequestTopic::default()
+                    .with_name(topic(t))
+                    .with_partitions(vec![
+                        OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(1),
+                    ]),
+            ])
+    };
+    for (group, t, want) in [("g1", mine, 0), ("g1", theirs, 29), ("g2", mine, 30)] {
+        let r: OffsetCommitResponse = kafka_call(&mut s, 8, 8, &commit(group, t)).await;
+        assert_eq!(
+            r.topics[0].partitions[0].error_code, want,
+            "commit {t} in {group}"
+        );
+    }
+    server.stop();
+}
