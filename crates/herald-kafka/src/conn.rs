@@ -101,7 +101,14 @@ impl Connection {
             };
             match handlers::handle(&self, frame).await {
                 Ok(Some(resp)) => {
-                    if let Err(e) = wr.write_all(&resp).await {
+                    // Flushing matters over TLS: write_all hands the bytes to the TLS
+                    // session, which may still hold encrypted records the socket refused.
+                    if let Err(e) = async {
+                        wr.write_all(&resp).await?;
+                        wr.flush().await
+                    }
+                    .await
+                    {
                         tracing::debug!(peer = %self.peer, error = %e, "kafka write failed");
                         return;
                     }
