@@ -270,6 +270,22 @@ where
     Req: kafka_protocol::protocol::Encodable,
     Resp: kafka_protocol::protocol::Decodable,
 {
+    kafka_call_slow(s, key, version, req, std::time::Duration::ZERO).await
+}
+
+/// [`kafka_call`], waiting `pause` before reading the response (a slow reader).
+async fn kafka_call_slow<S, Req, Resp>(
+    s: &mut S,
+    key: i16,
+    version: i16,
+    req: &Req,
+    pause: std::time::Duration,
+) -> Resp
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    Req: kafka_protocol::protocol::Encodable,
+    Resp: kafka_protocol::protocol::Decodable,
+{
     use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
     use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
     let api = ApiKey::try_from(key).unwrap();
@@ -286,6 +302,7 @@ where
         .await
         .unwrap();
     s.write_all(&buf).await.unwrap();
+    tokio::time::sleep(pause).await;
     let len = s.read_i32().await.unwrap();
     let mut body = vec![0u8; len as usize];
     s.read_exact(&mut body).await.unwrap();
@@ -488,6 +505,74 @@ async fn the_broker_refuses_fetch_list_offsets_and_commits_itself() {
             r.topics[0].partitions[0].error_code, want,
             "commit {t} in {group}"
         );
+    }
+    server.stop();
+}
+
+/// A large Fetch response over TLS arrives whole without the client sending anything else: the
+/// connection flushes the TLS session after each response (it once kept the tail buffered until
+/// the client's next request).
+#[tokio::test]
+async fn large_responses_over_tls_arrive_without_a_next_request() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--kafka-listener", "SECURE=SSL://127.0.0.1:0"],
+        &[("HERALD_ADMIN_API_KEY", ADMIN)],
+    );
+    let topic = "smarteros.t1.bulk.blob";
+    let big = "x".repeat(100_000);
+    let mut stored = 0usize;
+    for _ in 0..8 {
+        let records: Vec<String> = (0..30).map(|_| format!(r#"{{"value":"{big}"}}"#)).collect();
+        let (s, body) = server
+            .post(
+                &format!("/v1/topics/{topic}/records"),
+                &format!(r#"{{"records":[{}]}}"#, records.join(",")),
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+        stored += 30 * big.len();
+    }
+    let tls = connector(&dir.path().join("tls/ca.pem"));
+    let tcp = tokio::net::TcpStream::connect(kafka_addr(&server, "SECURE"))
+        .await
+        .unwrap();
+    let mut s = tls
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    for round in 0..5 {
+        let fetch = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_min_bytes(1)
+            .with_max_bytes(64 << 20)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_static_str(topic)))
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(0)
+                            .with_fetch_offset(0)
+                            .with_partition_max_bytes(64 << 20),
+                    ]),
+            ]);
+        let r: FetchResponse = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            // Reading late lets the server fill the socket and be told to wait mid-response.
+            kafka_call_slow(&mut s, 1, 11, &fetch, std::time::Duration::from_millis(300)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: the response never completed"));
+        let bytes = r.responses[0].partitions[0]
+            .records
+            .as_ref()
+            .map_or(0, |b| b.len());
+        assert!(bytes >= stored, "round {round}: {bytes} < {stored}");
     }
     server.stop();
 }
