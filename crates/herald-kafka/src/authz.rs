@@ -22,7 +22,8 @@ pub fn subject(conn: &Connection) -> Arc<Subject> {
         SaslState::Authenticated(user) => Subject::user(user, host),
         _ => match &conn.tls_user {
             Some(user) => Subject::user(user, host),
-            None => Subject::anonymous_trusted(host),
+            None if conn.ctx.cfg.trust_unauthenticated => Subject::anonymous_trusted(host),
+            None => Subject::user("ANONYMOUS", host),
         },
     });
     *cached = Some(Arc::clone(&s));

@@ -43,6 +43,9 @@ pub struct KafkaConfig {
     pub idle_timeout: Duration,
     /// Longest a Fetch may wait for `min_bytes`.
     pub max_fetch_wait: Duration,
+    /// Clients of listeners without authentication (PLAINTEXT, SSL without a client
+    /// certificate) may do everything; when false they are `User:ANONYMOUS`, held to ACLs.
+    pub trust_unauthenticated: bool,
 }
 
 impl Default for KafkaConfig {
@@ -55,6 +58,7 @@ impl Default for KafkaConfig {
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(540),
             max_fetch_wait: Duration::from_secs(30),
+            trust_unauthenticated: true,
         }
     }
 }

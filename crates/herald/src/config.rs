@@ -91,12 +91,24 @@ pub struct TlsConfig {
     pub client_ca: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecurityConfig {
     /// Principals allowed everything on every interface (`User:admin`), as Kafka's
     /// `super.users`.
     pub superusers: Vec<String>,
+    /// Kafka clients of listeners without authentication may do everything (the zero-config
+    /// default). Set false to hold them to ACLs as `User:ANONYMOUS`.
+    pub trust_unauthenticated: bool,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            superusers: Vec::new(),
+            trust_unauthenticated: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -309,6 +321,9 @@ impl Config {
                 "HERALD_ADVERTISE_KAFKA_ADDR" => cfg.kafka.advertised_listeners = split_list(v),
                 "HERALD_TOPIC_PREFIX" => cfg.topic_prefix = v.clone(),
                 "HERALD_SUPERUSERS" => cfg.security.superusers = split_list(v),
+                "HERALD_TRUST_UNAUTHENTICATED" => {
+                    cfg.security.trust_unauthenticated = parse_env(k, v)?
+                }
                 "HERALD_TLS_CERT" => cfg.tls.cert = Some(PathBuf::from(v)),
                 "HERALD_TLS_KEY" => cfg.tls.key = Some(PathBuf::from(v)),
                 "HERALD_TLS_CLIENT_CA" => cfg.tls.client_ca = Some(PathBuf::from(v)),

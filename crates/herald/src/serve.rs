@@ -186,6 +186,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_request_bytes: cfg.kafka.max_request_bytes,
             max_connections: cfg.kafka.max_connections,
             idle_timeout: std::time::Duration::from_secs(cfg.kafka.idle_timeout_secs.max(1)),
+            trust_unauthenticated: cfg.security.trust_unauthenticated,
             ..herald_kafka::KafkaConfig::default()
         },
     ));

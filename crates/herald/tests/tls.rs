@@ -576,3 +576,61 @@ async fn large_responses_over_tls_arrive_without_a_next_request() {
     }
     server.stop();
 }
+
+/// `security.trust_unauthenticated = false`: a PLAINTEXT client is `User:ANONYMOUS`, refused
+/// until an ACL names it, as in Kafka with an authorizer.
+#[tokio::test]
+async fn unauthenticated_clients_can_be_held_to_acls() {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("herald.toml");
+    std::fs::write(&config, "[security]\ntrust_unauthenticated = false\n").unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+        &[("HERALD_ADMIN_API_KEY", ADMIN)],
+    );
+    let topic = "smarteros.t1.shopify.order_created";
+    let (s, _) = server
+        .post(
+            "/v1/events",
+            r#"{"event_type":"order_created","tenant_id":"t1","service":"shopify","data":{}}"#,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let list = ListOffsetsRequest::default().with_topics(vec![
+        ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(topic)))
+            .with_partitions(vec![
+                ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-1),
+            ]),
+    ]);
+    let mut s = tokio::net::TcpStream::connect(kafka_addr(&server, "PLAINTEXT"))
+        .await
+        .unwrap();
+    let r: ListOffsetsResponse = kafka_call(&mut s, 2, 5, &list).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 29);
+    let out = server.cli(
+        &[
+            "acl",
+            "create",
+            "--principal",
+            "User:ANONYMOUS",
+            "--operation",
+            "DESCRIBE",
+            "--topic",
+            topic,
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let r: ListOffsetsResponse = kafka_call(&mut s, 2, 5, &list).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    assert_eq!(r.topics[0].partitions[0].offset, 1);
+    server.stop();
+}
