@@ -42,6 +42,10 @@ impl Interface {
     }
 }
 
+/// Topics no ACL can open: the security state (salted credentials, key hashes). Only trusted
+/// subjects and superusers reach them.
+pub const PROTECTED_TOPICS: &[&str] = &["_herald.security"];
+
 /// The principal name prefix of tenant users: `User:tenant-{id}`.
 pub const TENANT_USER_PREFIX: &str = "tenant-";
 
@@ -205,6 +209,11 @@ impl Authorizer {
     ) -> Result<(), DenyReason> {
         if subject.trusted || is_superuser(&subject.principal, &self.superusers) {
             return Ok(());
+        }
+        if let Resource::Topic(name) = resource
+            && PROTECTED_TOPICS.contains(name)
+        {
+            return Err(DenyReason::Acl);
         }
         let owner = self.owner(resource);
         if let (Some(mine), Some(theirs)) = (subject.tenant.as_deref(), owner)
@@ -380,10 +389,20 @@ mod tests {
             a.decide(&alice, Operation::Read, &Resource::Topic("smarteros.B.x.y")),
             Err(DenyReason::TenantIsolation)
         );
-        // A service principal is not fenced; the wide ACL applies to it.
+        // A service principal is not fenced; the wide ACL applies to it — but not to the
+        // security topic.
         let svc = Subject::user("service-api-gateway", "h".into());
         assert_eq!(
             a.decide(&svc, Operation::Read, &Resource::Topic("smarteros.B.x.y")),
+            Ok(())
+        );
+        assert_eq!(
+            a.decide(&svc, Operation::Read, &Resource::Topic("_herald.security")),
+            Err(DenyReason::Acl)
+        );
+        let root = Subject::user("root", "h".into());
+        assert_eq!(
+            a.decide(&root, Operation::Read, &Resource::Topic("_herald.security")),
             Ok(())
         );
     }
