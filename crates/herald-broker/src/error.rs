@@ -35,6 +35,9 @@ pub enum BrokerError {
     /// Temporarily unable to serve: overloaded or shutting down. Retrying later may succeed.
     #[error("{0}")]
     Unavailable(String),
+    /// The data directory's disk is full; nothing was stored. Writes resume once space is freed.
+    #[error("{0}")]
+    StorageFull(String),
     /// A fault of the server, not of the request.
     #[error("{0}")]
     Internal(String),

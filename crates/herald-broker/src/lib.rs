@@ -1096,6 +1096,7 @@ impl From<LogError> for BrokerError {
                 BrokerError::InvalidProducerEpoch(e.to_string())
             }
             LogError::UnknownProducerId(_) => BrokerError::UnknownProducerId(e.to_string()),
+            LogError::DiskFull { .. } => BrokerError::StorageFull(e.to_string()),
             LogError::Overloaded { .. } | LogError::Closed => {
                 BrokerError::Unavailable(e.to_string())
             }

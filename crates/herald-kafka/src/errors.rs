@@ -44,6 +44,6 @@ pub fn code(e: &BrokerError) -> i16 {
         BrokerError::UnknownProducerId(_) => UNKNOWN_PRODUCER_ID,
         BrokerError::Unavailable(_) => REQUEST_TIMED_OUT,
         BrokerError::Forbidden(_) => TOPIC_AUTHORIZATION_FAILED,
-        BrokerError::Internal(_) => KAFKA_STORAGE_ERROR,
+        BrokerError::StorageFull(_) | BrokerError::Internal(_) => KAFKA_STORAGE_ERROR,
     }
 }

@@ -42,6 +42,13 @@ pub enum LogError {
         "the log stopped accepting writes after an I/O failure ({0}); restart Herald once the disk is healthy"
     )]
     Poisoned(String),
+    /// A write failed for lack of space before anything in it was acknowledged. The journal was
+    /// cut back to its last durable position, so the log keeps serving reads and accepts writes
+    /// again as soon as space is freed.
+    #[error(
+        "no space left on the device holding {path}: nothing was written; free disk space or delete topics, and writes resume by themselves"
+    )]
+    DiskFull { path: String },
     #[error("out of order sequence number: expected {expected}, got {got}")]
     OutOfOrderSequence { expected: i32, got: i32 },
     #[error("producer epoch {got} is older than the current epoch {current}")]
