@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::handlers;
+use crate::limits::Reservation;
 use crate::sasl::SaslState;
 use crate::{Advertised, KafkaContext};
 
@@ -25,6 +26,8 @@ pub struct Connection {
     pub subject: parking_lot::Mutex<Option<Arc<herald_auth::authz::Subject>>>,
     /// The principal named by the client's TLS certificate (mTLS), if it presented one.
     pub tls_user: Option<String>,
+    /// Turns true when the listener shuts down: long-polls answer with what they have.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 /// Why a connection is closed instead of answered, as Kafka brokers do for requests they
@@ -39,15 +42,35 @@ pub enum Fatal {
     UnknownApi(i16),
     #[error("unsupported version {1} of {0:?}")]
     UnsupportedVersion(ApiKey, i16),
+    #[error("request not received within {0:?} of its first byte")]
+    ReadTimeout(std::time::Duration),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }
+
+impl Fatal {
+    /// The `reason` label of `kafka_requests_rejected_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Fatal::TooLarge(..) => "too_large",
+            Fatal::Malformed(_) => "malformed",
+            Fatal::UnknownApi(_) => "unknown_api",
+            Fatal::UnsupportedVersion(..) => "unsupported_version",
+            Fatal::ReadTimeout(_) => "read_timeout",
+            Fatal::Io(_) => "io",
+        }
+    }
+}
+
+/// Bytes buffered from the socket per connection.
+const READ_BUFFER: usize = 16 * 1024;
 
 impl Connection {
     pub fn new(
         ctx: Arc<KafkaContext>,
         advertised: Arc<Advertised>,
         peer: SocketAddr,
+        shutdown: watch::Receiver<bool>,
     ) -> Connection {
         let sasl = parking_lot::Mutex::new(SaslState::for_protocol(advertised.protocol));
         Connection {
@@ -58,6 +81,7 @@ impl Connection {
             throttle: parking_lot::Mutex::new(std::time::Duration::ZERO),
             subject: parking_lot::Mutex::new(None),
             tls_user: None,
+            shutdown,
         }
     }
 
@@ -81,25 +105,46 @@ impl Connection {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let mut rd = BufReader::with_capacity(64 * 1024, rd);
+        let mut rd = BufReader::with_capacity(READ_BUFFER, rd);
         loop {
-            let frame = tokio::select! {
-                f = tokio::time::timeout(self.ctx.cfg.idle_timeout, self.read_frame(&mut rd)) => f,
+            // Shutdown interrupts only the wait for a request's first byte: a request already
+            // arriving is read, answered and only then is the connection closed.
+            let started = tokio::select! {
+                r = tokio::time::timeout(self.ctx.cfg.idle_timeout, rd.fill_buf()) => r,
                 _ = shutdown.changed() => return,
             };
-            let frame = match frame {
+            match started {
                 Err(_) => {
                     tracing::debug!(peer = %self.peer, "kafka connection idle; closing");
+                    return;
+                }
+                Ok(Ok([])) => return,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %self.peer, error = %e, "kafka read failed");
+                    return;
+                }
+            }
+            let frame = match tokio::time::timeout(
+                self.ctx.cfg.request_read_timeout,
+                self.read_frame(&mut rd),
+            )
+            .await
+            {
+                Err(_) => {
+                    self.reject(&Fatal::ReadTimeout(self.ctx.cfg.request_read_timeout));
                     return;
                 }
                 Ok(Ok(Some(f))) => f,
                 Ok(Ok(None)) => return,
                 Ok(Err(e)) => {
-                    tracing::warn!(peer = %self.peer, error = %e, "closing kafka connection");
+                    self.reject(&e);
                     return;
                 }
             };
-            match handlers::handle(&self, frame).await {
+            let (frame, reservation) = frame;
+            let handled = handlers::handle(&self, frame).await;
+            match handled {
                 Ok(Some(resp)) => {
                     // Flushing matters over TLS: write_all hands the bytes to the TLS
                     // session, which may still hold encrypted records the socket refused.
@@ -112,6 +157,7 @@ impl Connection {
                         tracing::debug!(peer = %self.peer, error = %e, "kafka write failed");
                         return;
                     }
+                    drop(reservation);
                     if matches!(*self.sasl.lock(), SaslState::Failed) {
                         // Kafka closes the connection after a failed authentication.
                         return;
@@ -127,20 +173,38 @@ impl Connection {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(peer = %self.peer, error = %e, "closing kafka connection");
-                    metrics::counter!("kafka_requests_rejected_total").increment(1);
+                    self.reject(&e);
                     return;
                 }
             }
         }
     }
 
-    /// Reads one size-prefixed request. The size is checked against the limit for its API
-    /// before the body is allocated.
+    /// Counts a request that closes the connection, and says why in a warning unless hostile
+    /// clients have already made the listener write too many of them.
+    fn reject(&self, e: &Fatal) {
+        if let Fatal::Io(err) = e {
+            // A peer that went away mid-request is not a malformed request.
+            tracing::debug!(peer = %self.peer, error = %err, "kafka read failed");
+            return;
+        }
+        metrics::counter!("kafka_requests_rejected_total", "reason" => e.reason()).increment(1);
+        if let Some(suppressed) = self.ctx.warnings.admit(std::time::Instant::now()) {
+            if suppressed > 0 {
+                tracing::warn!(peer = %self.peer, error = %e, suppressed, "closing kafka connection (further warnings like this were suppressed; kafka_requests_rejected_total counts them all)");
+            } else {
+                tracing::warn!(peer = %self.peer, error = %e, "closing kafka connection");
+            }
+        }
+    }
+
+    /// Reads one size-prefixed request. The size is checked against the limit for its API and
+    /// for the connection's authentication state, then reserved from the listener-wide request
+    /// memory, before the body is allocated.
     async fn read_frame<R: AsyncRead + Unpin>(
         &self,
         rd: &mut BufReader<R>,
-    ) -> Result<Option<Bytes>, Fatal> {
+    ) -> Result<Option<(Bytes, Reservation)>, Fatal> {
         let len = match rd.read_i32().await {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
@@ -154,14 +218,20 @@ impl Connection {
             )));
         }
         let api_key = rd.read_i16().await?;
-        let limit = if api_key == ApiKey::Produce as i16 {
+        let mut limit = if api_key == ApiKey::Produce as i16 {
             self.ctx.cfg.max_request_bytes
         } else {
             self.ctx.cfg.max_small_request_bytes
         };
+        if self.sasl.lock().is_pending() {
+            // Kafka's `sasl.server.max.receive.size`: an unauthenticated client only has the
+            // SASL exchange to send.
+            limit = limit.min(self.ctx.cfg.max_unauthenticated_request_bytes);
+        }
         if len > limit {
             return Err(Fatal::TooLarge(len, limit));
         }
+        let reservation = self.ctx.request_memory.reserve(len).await;
         let mut buf = BytesMut::zeroed(len);
         if let Some(head) = buf.get_mut(..2) {
             head.copy_from_slice(&api_key.to_be_bytes());
@@ -169,6 +239,6 @@ impl Connection {
         if let Some(rest) = buf.get_mut(2..) {
             rd.read_exact(rest).await?;
         }
-        Ok(Some(buf.freeze()))
+        Ok(Some((buf.freeze(), reservation)))
     }
 }

@@ -12,6 +12,7 @@ mod conn;
 mod errors;
 mod groups;
 mod handlers;
+mod limits;
 mod prescan;
 pub mod sasl;
 mod versions;
@@ -38,6 +39,19 @@ pub struct KafkaConfig {
     /// Largest request of any other kind: metadata and admin requests are small, and a small
     /// cap bounds what a decoder may be asked to allocate.
     pub max_small_request_bytes: usize,
+    /// Largest request accepted before a SASL listener's connection has authenticated (Kafka's
+    /// `sasl.server.max.receive.size`); a larger frame closes the connection unread.
+    pub max_unauthenticated_request_bytes: usize,
+    /// Bytes of requests all connections together may hold while reading and handling them
+    /// (Kafka's `queued.max.request.bytes`). A connection whose next frame does not fit waits
+    /// for room, at most `request_read_timeout`.
+    pub queued_max_request_bytes: usize,
+    /// Longest a request may take to arrive once its first byte has (including any wait for
+    /// request memory), so a slow sender cannot hold its reservation for long.
+    pub request_read_timeout: Duration,
+    /// On shutdown, how long connections get to finish the request they are reading or
+    /// handling and write its response.
+    pub drain_timeout: Duration,
     pub max_connections: usize,
     /// Connections idle this long are closed (Kafka's `connections.max.idle.ms`).
     pub idle_timeout: Duration,
@@ -55,6 +69,10 @@ impl Default for KafkaConfig {
             cluster_id: "herald".into(),
             max_request_bytes: 64 * 1024 * 1024,
             max_small_request_bytes: 1024 * 1024,
+            max_unauthenticated_request_bytes: 512 * 1024,
+            queued_max_request_bytes: 256 * 1024 * 1024,
+            request_read_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(540),
             max_fetch_wait: Duration::from_secs(30),
@@ -77,7 +95,13 @@ pub struct KafkaContext {
     pub broker: Arc<Broker>,
     pub cfg: KafkaConfig,
     producer_ids: AtomicI64,
+    request_memory: limits::RequestMemory,
+    warnings: limits::WarnLimiter,
 }
+
+/// Warnings about refused requests and connections written per window; the rest are counted.
+const WARNINGS_PER_WINDOW: u32 = 20;
+const WARNING_WINDOW: Duration = Duration::from_secs(60);
 
 impl KafkaContext {
     pub fn new(broker: Arc<Broker>, cfg: KafkaConfig) -> KafkaContext {
@@ -88,10 +112,18 @@ impl KafkaContext {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
+        // At least one largest request must fit, or it could never be served.
+        let request_memory = limits::RequestMemory::new(
+            cfg.queued_max_request_bytes
+                .max(cfg.max_request_bytes)
+                .max(cfg.max_small_request_bytes),
+        );
         KafkaContext {
             broker,
             cfg,
             producer_ids: AtomicI64::new(now_ms.saturating_mul(4096)),
+            request_memory,
+            warnings: limits::WarnLimiter::new(WARNINGS_PER_WINDOW, WARNING_WINDOW),
         }
     }
 
@@ -106,6 +138,9 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Accepts connections until `shutdown` turns true. Each connection is served by its own task;
 /// past `max_connections` new connections are closed at once. With `tls`, each connection's
 /// handshake runs in its own task, so a slow handshake never holds up the accept loop.
+///
+/// On shutdown it stops accepting, then returns once every connection has finished the request
+/// it was reading or handling and closed, or after `drain_timeout`, whichever comes first.
 pub async fn serve(
     listener: TcpListener,
     advertised: Advertised,
@@ -113,12 +148,13 @@ pub async fn serve(
     ctx: Arc<KafkaContext>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(ctx.cfg.max_connections));
+    let max_connections = u32::try_from(ctx.cfg.max_connections).unwrap_or(u32::MAX);
+    let permits = Arc::new(Semaphore::new(max_connections as usize));
     let advertised = Arc::new(advertised);
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
         };
         let (stream, peer) = match accepted {
             Ok(x) => x,
@@ -129,8 +165,10 @@ pub async fn serve(
             }
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            tracing::warn!(%peer, limit = ctx.cfg.max_connections, "kafka connection limit reached; closing");
             metrics::counter!("kafka_connections_refused_total").increment(1);
+            if let Some(suppressed) = ctx.warnings.admit(std::time::Instant::now()) {
+                tracing::warn!(%peer, limit = ctx.cfg.max_connections, suppressed, "kafka connection limit reached; closing");
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -140,7 +178,7 @@ pub async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             metrics::gauge!("kafka_connections").increment(1.0);
-            let mut conn = conn::Connection::new(ctx, advertised, peer);
+            let mut conn = conn::Connection::new(ctx, advertised, peer, shutdown.clone());
             match tls {
                 None => conn.run(stream, shutdown).await,
                 Some(acceptor) => {
@@ -171,6 +209,19 @@ pub async fn serve(
             metrics::gauge!("kafka_connections").decrement(1.0);
             drop(permit);
         });
+    }
+    drop(listener);
+    // Every connection holds one permit until it has closed: when all are back, all are done.
+    let open = max_connections as usize - permits.available_permits();
+    tracing::info!(listener = %advertised.name, open, "kafka listener draining");
+    match tokio::time::timeout(ctx.cfg.drain_timeout, permits.acquire_many(max_connections)).await {
+        Ok(_) => tracing::info!(listener = %advertised.name, "kafka listener drained"),
+        Err(_) => tracing::warn!(
+            listener = %advertised.name,
+            open = max_connections as usize - permits.available_permits(),
+            timeout = ?ctx.cfg.drain_timeout,
+            "kafka connections still open after the drain timeout; closing them"
+        ),
     }
 }
 

@@ -100,6 +100,11 @@ impl SaslState {
         }
     }
 
+    /// Whether the connection must still authenticate before it may do anything else.
+    pub fn is_pending(&self) -> bool {
+        !matches!(self, SaslState::NotRequired | SaslState::Authenticated(_))
+    }
+
     /// The authenticated principal (`User:<name>`), if any.
     pub fn principal(&self) -> Option<String> {
         match self {

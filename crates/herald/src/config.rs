@@ -134,6 +134,15 @@ pub struct KafkaConfig {
     pub max_request_bytes: usize,
     pub max_connections: usize,
     pub idle_timeout_secs: u64,
+    /// Largest request before a SASL connection has authenticated.
+    pub max_unauthenticated_request_bytes: usize,
+    /// Bytes of requests all Kafka connections together may hold (Kafka's
+    /// `queued.max.request.bytes`).
+    pub queued_max_request_bytes: usize,
+    /// Longest a request may take to arrive, including any wait for request memory.
+    pub request_read_timeout_secs: u64,
+    /// On shutdown, how long connections get to finish their request.
+    pub drain_timeout_secs: u64,
 }
 
 impl Default for KafkaConfig {
@@ -146,6 +155,10 @@ impl Default for KafkaConfig {
             max_request_bytes: 64 * 1024 * 1024,
             max_connections: 10_000,
             idle_timeout_secs: 540,
+            max_unauthenticated_request_bytes: 512 * 1024,
+            queued_max_request_bytes: 256 * 1024 * 1024,
+            request_read_timeout_secs: 30,
+            drain_timeout_secs: 10,
         }
     }
 }

@@ -186,6 +186,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_request_bytes: cfg.kafka.max_request_bytes,
             max_connections: cfg.kafka.max_connections,
             idle_timeout: std::time::Duration::from_secs(cfg.kafka.idle_timeout_secs.max(1)),
+            max_unauthenticated_request_bytes: cfg.kafka.max_unauthenticated_request_bytes,
+            queued_max_request_bytes: cfg.kafka.queued_max_request_bytes,
+            request_read_timeout: std::time::Duration::from_secs(
+                cfg.kafka.request_read_timeout_secs.max(1),
+            ),
+            drain_timeout: std::time::Duration::from_secs(cfg.kafka.drain_timeout_secs),
             trust_unauthenticated: cfg.security.trust_unauthenticated,
             ..herald_kafka::KafkaConfig::default()
         },
@@ -291,6 +297,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = http_stop.changed().await;
     })
     .await;
+    // Each Kafka listener returns once its connections have answered the request they were
+    // reading or handling (or its drain timeout passed), so those are durable before the log
+    // closes.
     for t in kafka_tasks {
         let _ = t.await;
     }
@@ -390,4 +399,8 @@ fn describe_metrics() {
         "Client commands refused by the rate limits"
     );
     metrics::describe_gauge!("herald_journal_segments", "Journal segment files on disk");
+    metrics::describe_counter!(
+        "kafka_requests_rejected_total",
+        "Kafka requests that closed their connection (malformed, too large, unknown API or version, too slow), by reason; their warnings are rate-limited"
+    );
 }

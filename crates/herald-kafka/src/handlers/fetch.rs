@@ -152,13 +152,24 @@ pub(super) async fn fetch(conn: &Connection, req: FetchRequest) -> FetchResponse
             );
         }
         let now = tokio::time::Instant::now();
-        if total >= min_bytes.max(1) || had_error || now >= deadline || waiters.is_empty() {
+        let stopping = *conn.shutdown.borrow();
+        if total >= min_bytes.max(1)
+            || had_error
+            || now >= deadline
+            || waiters.is_empty()
+            || stopping
+        {
             return FetchResponse::default().with_responses(responses);
         }
         let waits = waiters
             .into_iter()
             .map(|w| Box::pin(w.wait_until(deadline)));
-        futures_util::future::select_all(waits).await;
+        // A shutdown ends the wait early, so the drain is not held up by long-polls.
+        let mut shutdown = conn.shutdown.clone();
+        tokio::select! {
+            _ = futures_util::future::select_all(waits) => {}
+            _ = shutdown.wait_for(|stop| *stop) => {}
+        }
     }
 }
 
