@@ -14,8 +14,12 @@
 //! read in place as the crate reads them, and trailing bytes after the body ignored as the crate
 //! ignores them. So a request it passes decodes, and every element the decoder then reserves
 //! room for is really in the frame. A decoded element can still be ~30 times its wire size (a
-//! 96-byte `TopicProduceData` from 3 bytes), so the frame-size caps in `conn.rs` remain what
-//! bounds the decoder's memory.
+//! 96-byte `TopicProduceData` from 3 bytes), so the pre-scan also keeps an element budget: every
+//! array element it walks is charged its estimated in-memory size ([`mem_size`]), and a request
+//! whose elements would take more than [`DECODE_BYTES_PER_FRAME_BYTE`] times the frame (plus
+//! [`DECODE_SLACK`]) is refused. Legitimate requests stay far below it — their elements carry
+//! names, offsets and records — while a Produce of empty topics would decode to ~30 times its
+//! size. With the frame-size caps in `conn.rs` this bounds the decoder's memory.
 //!
 //! What it is not: a decoder. It returns no values, allocates nothing but its error message, and
 //! knows only the APIs in its table — any other API is refused rather than waved through.
@@ -23,6 +27,15 @@
 mod schema;
 
 use kafka_protocol::messages::ApiKey;
+
+/// How many bytes of decoded elements one byte of frame may become. The most compact legitimate
+/// requests (OffsetCommit partitions with null metadata, Metadata topics with one-letter names)
+/// decode to about 5 times their wire size.
+pub const DECODE_BYTES_PER_FRAME_BYTE: usize = 8;
+
+/// Budget every request has whatever its size, so that small requests are never refused for
+/// their structure alone.
+pub const DECODE_SLACK: usize = 64 * 1024;
 
 /// `Schema::flexible` of a message that has no flexible version.
 const NEVER: i16 = i16::MAX;
@@ -129,7 +142,14 @@ fn scan(api_key: ApiKey, version: i16, header_version: i16, frame: &[u8]) -> Res
             "{api_key:?} v{version} cannot be decoded (versions {min}-{max} can)"
         ));
     }
-    let mut r = Reader { buf: frame, pos: 0 };
+    let mut r = Reader {
+        buf: frame,
+        pos: 0,
+        budget: frame
+            .len()
+            .saturating_mul(DECODE_BYTES_PER_FRAME_BYTE)
+            .saturating_add(DECODE_SLACK),
+    };
     walk_header(&mut r, api_key, version, header_version)
         .map_err(|e| format!("{api_key:?} v{version} request header: {e}"))?;
     walk_struct(&mut r, body, version).map_err(|e| format!("{api_key:?} v{version}: {e}"))?;
@@ -255,6 +275,20 @@ fn walk_value(
                     ),
                 ));
             }
+            // The decoder's memory for these elements, however few bytes each took on the wire.
+            let cost = count.saturating_mul(mem_size(*elem));
+            let Some(left) = r.budget.checked_sub(cost) else {
+                return Err(r.reject(
+                    at,
+                    field,
+                    format_args!(
+                        "{count} elements would decode to about {cost} bytes, more than the decode budget of {} bytes left for this {}-byte request",
+                        r.budget,
+                        r.buf.len()
+                    ),
+                ));
+            };
+            r.budget = left;
             for _ in 0..count {
                 walk_value(r, *elem, flexible, version, at, field)?;
             }
@@ -337,6 +371,28 @@ fn min_size(ty: Ty, flexible: bool, version: i16) -> usize {
     }
 }
 
+/// An estimate of the bytes a decoded value of `ty` takes in memory, not counting what it
+/// points to: the elements of nested arrays are charged when they are walked, and strings and
+/// byte fields are slices of the frame, not copies.
+fn mem_size(ty: Ty) -> usize {
+    match ty {
+        Ty::Bool | Ty::I8 => 1,
+        Ty::I16 => 2,
+        Ty::I32 => 4,
+        Ty::I64 => 8,
+        Ty::Uuid => 16,
+        // `StrBytes` and `Bytes`: pointer, length, data and vtable.
+        Ty::Str | Ty::NStr | Ty::Bytes | Ty::NBytes => 32,
+        Ty::Array(_) | Ty::NArray(_) => 24,
+        // Every field at every version is in the struct, plus its map of unknown tagged fields.
+        Ty::Struct(s) => {
+            s.fields.iter().map(|f| mem_size(f.ty)).sum::<usize>()
+                + s.tags.iter().map(|t| mem_size(t.ty)).sum::<usize>()
+                + 24
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Width {
     I16,
@@ -400,6 +456,8 @@ struct Reader<'a> {
     buf: &'a [u8],
     /// Never beyond `buf.len()`.
     pos: usize,
+    /// Bytes of decoded elements the rest of the request may still take.
+    budget: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -1400,5 +1458,88 @@ mod tests {
         assert!(crate_decode(ApiKey::DescribeGroups, 0, &frame).is_err());
         let err = scan_of(ApiKey::DescribeGroups, 0, &frame).unwrap_err();
         assert!(err.contains("null"), "{err}");
+    }
+
+    /// A Produce v9 request with `topics` topics of empty name and no partitions.
+    fn empty_topics_produce(topics: usize) -> Vec<u8> {
+        let mut frame = header(ApiKey::Produce, 9).to_vec();
+        frame.push(0); // transactional_id: null
+        frame.extend_from_slice(&(-1i16).to_be_bytes()); // acks
+        frame.extend_from_slice(&30_000i32.to_be_bytes()); // timeout_ms
+        put_uvarint(&mut frame, u32::try_from(topics + 1).unwrap());
+        for _ in 0..topics {
+            frame.extend_from_slice(&[1, 1, 0]); // name "", partitions [], no tags
+        }
+        frame.push(0); // body tagged fields
+        frame
+    }
+
+    #[test]
+    fn a_request_that_would_decode_to_many_times_its_size_is_refused() {
+        // 100,000 topics in ~300 KB: about 8 MB once decoded.
+        let frame = empty_topics_produce(100_000);
+        let err = scan_of(ApiKey::Produce, 9, &frame).unwrap_err();
+        assert!(
+            err.contains("ProduceRequest.topic_data") && err.contains("decode budget"),
+            "{err}"
+        );
+        // A few such topics are within the slack every request has, and decode.
+        let frame = empty_topics_produce(100);
+        assert_accepted(ApiKey::Produce, 9, &frame);
+    }
+
+    #[test]
+    fn large_legitimate_requests_fit_the_decode_budget() {
+        // The most compact real requests: many partitions with null metadata, many topics with
+        // short names, many fetch partitions. (One-letter names would decode to 24 times their
+        // size; no client sends 20,000 of them.)
+        let commit = RequestKind::OffsetCommit(
+            OffsetCommitRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_topics(vec![
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(TopicName(s("t")))
+                        .with_partitions(
+                            (0..20_000)
+                                .map(|p| {
+                                    offset_commit_request::OffsetCommitRequestPartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(1)
+                                        .with_committed_metadata(None)
+                                })
+                                .collect(),
+                        ),
+                ]),
+        );
+        let metadata = RequestKind::Metadata(
+            MetadataRequest::default().with_topics(Some(
+                (0..20_000)
+                    .map(|i| {
+                        metadata_request::MetadataRequestTopic::default().with_name(Some(
+                            TopicName(StrBytes::from_string(format!("orders-{i:05}"))),
+                        ))
+                    })
+                    .collect(),
+            )),
+        );
+        let fetch = RequestKind::Fetch(FetchRequest::default().with_topics(vec![
+                fetch_request::FetchTopic::default()
+                    .with_topic(TopicName(s("t")))
+                    .with_partitions(
+                        (0..20_000)
+                            .map(|p| fetch_request::FetchPartition::default().with_partition(p))
+                            .collect(),
+                    ),
+            ]));
+        for (key, req) in [
+            (ApiKey::OffsetCommit, commit),
+            (ApiKey::Metadata, metadata),
+            (ApiKey::Fetch, fetch),
+        ] {
+            for v in versions(key) {
+                let frame = encode(key, v, &req);
+                assert_accepted(key, v, &frame);
+            }
+        }
     }
 }
