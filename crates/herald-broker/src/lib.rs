@@ -239,6 +239,51 @@ fn parse_ts_ms(ts: &str) -> Option<i64> {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
+/// Bounds the Kafka produce checks running on the blocking pool to one per core; `None` (checks
+/// run inline) only if the core count is unknown.
+static PRODUCE_CPU: std::sync::OnceLock<Option<Arc<tokio::sync::Semaphore>>> =
+    std::sync::OnceLock::new();
+
+fn produce_cpu_permits() -> Option<Arc<tokio::sync::Semaphore>> {
+    std::thread::available_parallelism()
+        .ok()
+        .map(|n| Arc::new(tokio::sync::Semaphore::new(n.get())))
+}
+
+/// The CPU-heavy part of [`Broker::produce_batch`]: validates the batch, decodes it when its
+/// values must be checked (tenant topics, strict envelopes) and copies it into the buffer the
+/// log keeps. Returns that buffer and the record count.
+fn check_produced_batch(
+    topic: &str,
+    batch: Bytes,
+    tenant_topic: Option<&herald_core::TenantTopic>,
+    strict: bool,
+) -> Result<(Vec<u8>, u64), BrokerError> {
+    let header = herald_log::batch::validate(&batch)?;
+    let count = u64::try_from(header.record_count).unwrap_or(0);
+    if tenant_topic.is_some() || strict {
+        // Decoding also proves a compressed batch is well-formed before it is stored.
+        let records = herald_log::batch::decode_shared(batch.clone())?;
+        for (i, r) in records.iter().enumerate() {
+            let value = r.value.as_deref().unwrap_or_default();
+            if let Some(t) = tenant_topic {
+                check_value_against_tenant_topic(t, topic, value)
+                    .map_err(|e| BrokerError::InvalidEvent(format!("record {i}: {e}")))?;
+            }
+            if strict {
+                let v: serde_json::Value = serde_json::from_slice(value).map_err(|_| {
+                    BrokerError::InvalidEvent(format!(
+                        "record {i}: topic {topic} accepts only event envelopes (herald.envelope=strict)"
+                    ))
+                })?;
+                parse_envelope(v, UnknownFields::Allow, OffsetDateTime::now_utc())
+                    .map_err(|e| BrokerError::InvalidEvent(format!("record {i}: {e}")))?;
+            }
+        }
+    }
+    Ok((batch.to_vec(), count))
+}
+
 async fn append(
     log: &Log,
     topic: &str,
@@ -567,11 +612,15 @@ impl Broker {
     /// Appends one client-encoded RecordBatch v2 (any compression) to a partition: the Kafka
     /// produce path. Values that look like envelopes must agree with the topic; a topic with
     /// `herald.envelope=strict` accepts only valid envelopes.
+    ///
+    /// `batch` is usually a slice of the request frame: it is copied once, into the buffer the
+    /// log keeps. Decompressing (up to 64 MiB), checking every record's JSON and that copy run
+    /// on the blocking pool, at most one per core at a time, never on an async worker.
     pub async fn produce_batch(
         &self,
         topic: &str,
         partition: u32,
-        batch: Vec<u8>,
+        batch: Bytes,
     ) -> Result<ProducedBatch, BrokerError> {
         let started = Instant::now();
         refuse_internal(topic)?;
@@ -595,7 +644,6 @@ impl Broker {
                 batch.len()
             )));
         }
-        let header = herald_log::batch::validate(&batch)?;
         let strict = info
             .config
             .get("herald.envelope")
@@ -605,27 +653,23 @@ impl Broker {
             Ok(TopicKind::Tenant(t)) => Some(t),
             _ => None,
         };
-        let count = u64::try_from(header.record_count).unwrap_or(0);
-        if tenant_topic.is_some() || strict {
-            // Decoding also proves a compressed batch is well-formed before it is stored.
-            let records = herald_log::batch::decode(&batch)?;
-            for (i, r) in records.iter().enumerate() {
-                let value = r.value.as_deref().unwrap_or_default();
-                if let Some(t) = &tenant_topic {
-                    check_value_against_tenant_topic(t, topic, value)
-                        .map_err(|e| BrokerError::InvalidEvent(format!("record {i}: {e}")))?;
-                }
-                if strict {
-                    let v: serde_json::Value = serde_json::from_slice(value).map_err(|_| {
-                        BrokerError::InvalidEvent(format!(
-                            "record {i}: topic {topic} accepts only event envelopes (herald.envelope=strict)"
-                        ))
-                    })?;
-                    parse_envelope(v, UnknownFields::Allow, OffsetDateTime::now_utc())
-                        .map_err(|e| BrokerError::InvalidEvent(format!("record {i}: {e}")))?;
-                }
+        let checked = {
+            let tenant_topic = tenant_topic.clone();
+            let topic = topic.to_owned();
+            move || check_produced_batch(&topic, batch, tenant_topic.as_ref(), strict)
+        };
+        let (batch, count) = match PRODUCE_CPU.get_or_init(produce_cpu_permits) {
+            Some(permits) => {
+                let _permit = Arc::clone(permits)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| BrokerError::Unavailable("the broker is shutting down".into()))?;
+                tokio::task::spawn_blocking(checked)
+                    .await
+                    .map_err(|e| BrokerError::Internal(format!("produce check failed: {e}")))??
             }
-        }
+            None => checked()?,
+        };
         let base_offset = match append(&self.log, topic, partition, batch, Vec::new()).await? {
             AppendOutcome::Appended { base_offset, .. } => {
                 self.notifier.notify(topic, partition);

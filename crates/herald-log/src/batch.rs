@@ -203,9 +203,15 @@ pub fn build_for_producer(
 /// (transaction markers) are skipped. Decompression is capped and every count and length is
 /// checked against the bytes present before the decoder allocates for it.
 pub fn decode(batch: &[u8]) -> Result<Vec<Record>> {
-    validate_shape(batch)?;
-    let count = usize::try_from(BatchHeader::parse(batch)?.record_count).unwrap_or(0);
-    let mut buf = Bytes::copy_from_slice(batch);
+    decode_shared(Bytes::copy_from_slice(batch))
+}
+
+/// [`decode`] of a batch already held in shared memory (a slice of a request frame): an
+/// uncompressed batch is decoded without a copy, its keys and values slices of `batch`.
+pub fn decode_shared(batch: Bytes) -> Result<Vec<Record>> {
+    validate_shape(&batch)?;
+    let count = usize::try_from(BatchHeader::parse(&batch)?.record_count).unwrap_or(0);
+    let mut buf = batch;
     let set = RecordBatchDecoder::decode_with_custom_compression(
         &mut buf,
         Some(

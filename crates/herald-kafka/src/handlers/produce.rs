@@ -124,7 +124,7 @@ pub(super) async fn produce_partition(
                 .with_error_message(Some(s("record batch length exceeds the request")));
         };
         let batch = rest.split_to(total);
-        match broker.produce_batch(topic, partition, batch.to_vec()).await {
+        match broker.produce_batch(topic, partition, batch).await {
             Ok(p) => {
                 first.get_or_insert(p.base_offset as i64);
                 log_start = p.log_start;
