@@ -28,13 +28,13 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use herald_broker::BrokerError;
+
 use crate::authz::{self, check};
 use crate::conn::Connection;
 use crate::errors;
 
-const DUPLICATE_RESOURCE: i16 = 92;
-const UNACCEPTABLE_CREDENTIAL: i16 = 93;
-const KAFKA_STORAGE_ERROR: i16 = errors::KAFKA_STORAGE_ERROR;
+use crate::errors::{DUPLICATE_RESOURCE, UNACCEPTABLE_CREDENTIAL};
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
@@ -50,6 +50,17 @@ fn mechanism_from_kafka(code: i8) -> Option<Mechanism> {
         1 => Some(Mechanism::Sha256),
         2 => Some(Mechanism::Sha512),
         _ => None,
+    }
+}
+
+/// The code for a failed credential change: the client's own faults in the terms
+/// AlterUserScramCredentials uses, every other error as `errors::code` maps it, so a broker
+/// that cannot store the change never blames the request.
+fn credential_error_code(e: &BrokerError) -> i16 {
+    match e {
+        BrokerError::Invalid(_) => UNACCEPTABLE_CREDENTIAL,
+        BrokerError::NotFound(_) => errors::RESOURCE_NOT_FOUND,
+        other => errors::code(other),
     }
 }
 
@@ -129,7 +140,7 @@ pub async fn create_acls(conn: &Connection, req: CreateAclsRequest) -> CreateAcl
                 .with_error_code(errors::INVALID_REQUEST)
                 .with_error_message(msg(&e.to_string())),
             (Ok(_), Err(e)) => AclCreationResult::default()
-                .with_error_code(KAFKA_STORAGE_ERROR)
+                .with_error_code(errors::code(e))
                 .with_error_message(msg(&e.to_string())),
             (Ok(_), Ok(_)) => AclCreationResult::default(),
         })
@@ -235,7 +246,7 @@ pub async fn delete_acls(conn: &Connection, req: DeleteAclsRequest) -> DeleteAcl
                 .with_error_message(msg(&e.to_string())),
             Ok(_) => match &removed {
                 Err(e) => DeleteAclsFilterResult::default()
-                    .with_error_code(KAFKA_STORAGE_ERROR)
+                    .with_error_code(errors::code(e))
                     .with_error_message(msg(&e.to_string())),
                 Ok(_) => DeleteAclsFilterResult::default().with_matching_acls(
                     removed_iter
@@ -382,7 +393,7 @@ pub async fn alter_user_scram_credentials(
             ),
             Some(m) => {
                 if let Err(e) = security.delete_user_mechanism(name, m).await {
-                    fail(name, errors::RESOURCE_NOT_FOUND, e.to_string());
+                    fail(name, credential_error_code(&e), e.to_string());
                 }
             }
         }
@@ -412,11 +423,7 @@ pub async fn alter_user_scram_credentials(
             continue;
         };
         if let Err(e) = security.upsert_user(name, cred).await {
-            let code = match e {
-                herald_broker::BrokerError::Invalid(_) => UNACCEPTABLE_CREDENTIAL,
-                _ => KAFKA_STORAGE_ERROR,
-            };
-            fail(name, code, e.to_string());
+            fail(name, credential_error_code(&e), e.to_string());
         }
     }
     AlterUserScramCredentialsResponse::default().with_results(
@@ -430,4 +437,36 @@ pub async fn alter_user_scram_credentials(
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_credential_changes_blame_the_client_only_for_its_own_faults() {
+        let code = |e: BrokerError| credential_error_code(&e);
+        assert_eq!(
+            code(BrokerError::Invalid("bad salt".into())),
+            UNACCEPTABLE_CREDENTIAL
+        );
+        assert_eq!(
+            code(BrokerError::NotFound("no such user".into())),
+            errors::RESOURCE_NOT_FOUND
+        );
+        // Server faults keep their own codes: a retriable timeout stays retriable, and a full
+        // disk is not "no such user".
+        assert_eq!(
+            code(BrokerError::Unavailable("the log shut down".into())),
+            errors::REQUEST_TIMED_OUT
+        );
+        assert_eq!(
+            code(BrokerError::StorageFull("disk full".into())),
+            errors::KAFKA_STORAGE_ERROR
+        );
+        assert_eq!(
+            code(BrokerError::Forbidden("denied".into())),
+            errors::code(&BrokerError::Forbidden("denied".into()))
+        );
+    }
 }

@@ -1,32 +1,42 @@
-//! Kafka error codes and the mapping from Herald's errors.
+//! Kafka error codes and the mapping from Herald's errors. The codes are `kafka-protocol`'s
+//! `ResponseError`s, named once here so handlers read as Kafka's documentation does.
 
 use herald_broker::BrokerError;
+use kafka_protocol::error::ResponseError;
 
 pub const NONE: i16 = 0;
-pub const OFFSET_OUT_OF_RANGE: i16 = 1;
-pub const CORRUPT_MESSAGE: i16 = 2;
-pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-pub const REQUEST_TIMED_OUT: i16 = 7;
-pub const MESSAGE_TOO_LARGE: i16 = 10;
-pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
-pub const INVALID_REQUIRED_ACKS: i16 = 21;
-pub const UNSUPPORTED_VERSION: i16 = 35;
-pub const TOPIC_ALREADY_EXISTS: i16 = 36;
-pub const INVALID_PARTITIONS: i16 = 37;
-pub const INVALID_REPLICATION_FACTOR: i16 = 38;
-pub const INVALID_REQUEST: i16 = 42;
-pub const INVALID_CONFIG: i16 = 40;
-pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
-pub const INVALID_PRODUCER_EPOCH: i16 = 47;
-pub const UNKNOWN_PRODUCER_ID: i16 = 59;
-pub const KAFKA_STORAGE_ERROR: i16 = 56;
-pub const INVALID_RECORD: i16 = 87;
-pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
-pub const GROUP_AUTHORIZATION_FAILED: i16 = 30;
-pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
-pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
-pub const RESOURCE_NOT_FOUND: i16 = 91;
-pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+pub const OFFSET_OUT_OF_RANGE: i16 = ResponseError::OffsetOutOfRange.code();
+pub const CORRUPT_MESSAGE: i16 = ResponseError::CorruptMessage.code();
+pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = ResponseError::UnknownTopicOrPartition.code();
+pub const REQUEST_TIMED_OUT: i16 = ResponseError::RequestTimedOut.code();
+pub const MESSAGE_TOO_LARGE: i16 = ResponseError::MessageTooLarge.code();
+pub const INVALID_TOPIC_EXCEPTION: i16 = ResponseError::InvalidTopicException.code();
+pub const INVALID_REQUIRED_ACKS: i16 = ResponseError::InvalidRequiredAcks.code();
+pub const UNSUPPORTED_VERSION: i16 = ResponseError::UnsupportedVersion.code();
+pub const TOPIC_ALREADY_EXISTS: i16 = ResponseError::TopicAlreadyExists.code();
+pub const INVALID_PARTITIONS: i16 = ResponseError::InvalidPartitions.code();
+pub const INVALID_REPLICATION_FACTOR: i16 = ResponseError::InvalidReplicationFactor.code();
+pub const INVALID_REQUEST: i16 = ResponseError::InvalidRequest.code();
+pub const INVALID_CONFIG: i16 = ResponseError::InvalidConfig.code();
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = ResponseError::OutOfOrderSequenceNumber.code();
+pub const INVALID_PRODUCER_EPOCH: i16 = ResponseError::InvalidProducerEpoch.code();
+pub const UNKNOWN_PRODUCER_ID: i16 = ResponseError::UnknownProducerId.code();
+pub const KAFKA_STORAGE_ERROR: i16 = ResponseError::KafkaStorageError.code();
+pub const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
+pub const TOPIC_AUTHORIZATION_FAILED: i16 = ResponseError::TopicAuthorizationFailed.code();
+pub const GROUP_AUTHORIZATION_FAILED: i16 = ResponseError::GroupAuthorizationFailed.code();
+pub const CLUSTER_AUTHORIZATION_FAILED: i16 = ResponseError::ClusterAuthorizationFailed.code();
+pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 =
+    ResponseError::TransactionalIdAuthorizationFailed.code();
+pub const RESOURCE_NOT_FOUND: i16 = ResponseError::ResourceNotFound.code();
+pub const UNSUPPORTED_SASL_MECHANISM: i16 = ResponseError::UnsupportedSaslMechanism.code();
+pub const ILLEGAL_SASL_STATE: i16 = ResponseError::IllegalSaslState.code();
+pub const SASL_AUTHENTICATION_FAILED: i16 = ResponseError::SaslAuthenticationFailed.code();
+pub const DUPLICATE_RESOURCE: i16 = ResponseError::DuplicateResource.code();
+pub const UNACCEPTABLE_CREDENTIAL: i16 = ResponseError::UnacceptableCredential.code();
+pub const COORDINATOR_NOT_AVAILABLE: i16 = ResponseError::CoordinatorNotAvailable.code();
+pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = ResponseError::GroupSubscribedToTopic.code();
+pub const NON_EMPTY_GROUP: i16 = ResponseError::NonEmptyGroup.code();
 
 /// The Kafka error code for a broker error, and whether its message should be passed on.
 /// `UNKNOWN_TOPIC_OR_PARTITION` is retriable for clients, which is what a Kafka broker answers

@@ -46,8 +46,7 @@ fn group_allowed(conn: &Connection, group: &str, op: Operation) -> bool {
     check(conn, &who, op, Resource::Group(group))
 }
 
-const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
-const NON_EMPTY_GROUP: i16 = 68;
+use crate::errors::{GROUP_SUBSCRIBED_TO_TOPIC, NON_EMPTY_GROUP};
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())

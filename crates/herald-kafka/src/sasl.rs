@@ -13,9 +13,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::conn::Connection;
 
-pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
-pub const ILLEGAL_SASL_STATE: i16 = 34;
-pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
+pub use crate::errors::{
+    ILLEGAL_SASL_STATE, SASL_AUTHENTICATION_FAILED, UNSUPPORTED_SASL_MECHANISM,
+};
 
 /// A listener's security protocol, as Kafka names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

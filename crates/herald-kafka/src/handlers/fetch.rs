@@ -98,7 +98,7 @@ pub(super) async fn fetch(conn: &Connection, req: FetchRequest) -> FetchResponse
                             .with_high_watermark(st.high_watermark as i64)
                             .with_last_stable_offset(st.high_watermark as i64)
                             .with_log_start_offset(st.log_start as i64),
-                        Err(_) => resp.with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION),
+                        Err(e) => resp.with_error_code(code(&BrokerError::from(e))),
                     });
                     continue;
                 }
@@ -203,8 +203,8 @@ pub(super) async fn list_offsets(
             };
             let stats = match broker.log().partition_stats(&name, partition) {
                 Ok(s) => s,
-                Err(_) => {
-                    parts.push(resp.with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION));
+                Err(e) => {
+                    parts.push(resp.with_error_code(code(&BrokerError::from(e))));
                     continue;
                 }
             };

@@ -161,8 +161,6 @@ pub(super) fn may_create(conn: &Connection, who: &Subject, name: &str) -> bool {
         || permits(conn, who, Operation::Write, Resource::Topic(name))
 }
 
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-
 /// Herald is a single node, so it coordinates every group itself. Transactions are not
 /// supported, so no transaction coordinator is offered.
 pub(super) fn find_coordinator(
@@ -193,7 +191,7 @@ pub(super) fn find_coordinator(
             (errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, None)
         } else {
             (
-                COORDINATOR_NOT_AVAILABLE,
+                errors::COORDINATOR_NOT_AVAILABLE,
                 Some(s("transactions are not supported by Herald")),
             )
         }

@@ -207,8 +207,8 @@ pub(super) async fn delete_records(
             let offset = if p.offset == -1 {
                 match broker.log().partition_stats(&name, partition) {
                     Ok(st) => st.high_watermark,
-                    Err(_) => {
-                        parts.push(r.with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION));
+                    Err(e) => {
+                        parts.push(r.with_error_code(code(&BrokerError::from(e))));
                         continue;
                     }
                 }
