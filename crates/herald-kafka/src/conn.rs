@@ -144,20 +144,29 @@ impl Connection {
             };
             let (frame, reservation) = frame;
             let handled = handlers::handle(&self, frame).await;
+            // The request and everything decoded from it are gone: a client slow to read its
+            // response does not keep request memory from others.
+            drop(reservation);
             match handled {
                 Ok(Some(resp)) => {
                     // Flushing matters over TLS: write_all hands the bytes to the TLS
                     // session, which may still hold encrypted records the socket refused.
-                    if let Err(e) = async {
+                    let written = tokio::time::timeout(self.ctx.cfg.idle_timeout, async {
                         wr.write_all(&resp).await?;
                         wr.flush().await
+                    })
+                    .await;
+                    match written {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %self.peer, error = %e, "kafka write failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = %self.peer, "kafka client did not read its response; closing");
+                            return;
+                        }
                     }
-                    .await
-                    {
-                        tracing::debug!(peer = %self.peer, error = %e, "kafka write failed");
-                        return;
-                    }
-                    drop(reservation);
                     if matches!(*self.sasl.lock(), SaslState::Failed) {
                         // Kafka closes the connection after a failed authentication.
                         return;

@@ -12,8 +12,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 const UNIT: usize = 1024;
 
 /// The request bytes all connections together may hold. A connection reserves a frame's
-/// declared size before it allocates the buffer and keeps the reservation until the response
-/// is written, so the decoded request and the records sliced from the frame are covered too.
+/// declared size before it allocates the buffer and keeps the reservation until the request has
+/// been handled, so the decoded request and the records sliced from the frame are covered too.
 pub struct RequestMemory {
     permits: Arc<Semaphore>,
     total_units: u32,
