@@ -356,6 +356,38 @@ fn produce_frame(topic: &str, value: &[u8]) -> Vec<u8> {
     frame.to_vec()
 }
 
+/// Fetch v11 of partition 0 of `topic` from offset 0, waiting up to 30 s for a byte.
+fn long_poll_frame(topic: &str) -> Vec<u8> {
+    use kafka_protocol::messages::FetchRequest;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let req = FetchRequest::default()
+        .with_max_wait_ms(30_000)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.into())))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    let mut body = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(ApiKey::Fetch as i16)
+        .with_request_api_version(11)
+        .with_correlation_id(43)
+        .encode(&mut body, ApiKey::Fetch.request_header_version(11))
+        .unwrap();
+    req.encode(&mut body, 11).unwrap();
+    let mut frame = BytesMut::new();
+    frame.put_i32(body.len() as i32);
+    frame.put_slice(&body);
+    frame.to_vec()
+}
+
 #[tokio::test]
 async fn sigterm_answers_a_produce_in_flight_and_it_is_durable() {
     let dir = tempfile::tempdir().unwrap();
@@ -364,8 +396,17 @@ async fn sigterm_answers_a_produce_in_flight_and_it_is_durable() {
         .post("/v1/topics", r#"{"name":"drain-test","partitions":1}"#)
         .await;
     assert!(status == 201 || status == 200, "{status} {body}");
+    let (status, body) = server
+        .post("/v1/topics", r#"{"name":"drain-quiet","partitions":1}"#)
+        .await;
+    assert!(status == 201 || status == 200, "{status} {body}");
     let addr = kafka_addr(&server.stdout_lines, "PLAINTEXT");
 
+    // A consumer long-polling an empty partition for 30 s: the drain ends its wait.
+    let mut poll = TcpStream::connect(&addr).await.unwrap();
+    poll.write_all(&long_poll_frame("drain-quiet"))
+        .await
+        .unwrap();
     // An idle connection, which the drain closes at once.
     let mut idle = TcpStream::connect(&addr).await.unwrap();
     // A produce whose first half has arrived when SIGTERM does.
@@ -400,6 +441,14 @@ async fn sigterm_answers_a_produce_in_flight_and_it_is_durable() {
     let p = &resp.responses[0].partition_responses[0];
     assert_eq!(p.error_code, 0, "{resp:?}");
     assert_eq!(p.base_offset, 0);
+    // The long-poll was answered (with nothing) instead of being cut off or holding the drain.
+    let len = tokio::time::timeout(Duration::from_secs(5), poll.read_i32())
+        .await
+        .expect("the long-poll is answered within the drain")
+        .expect("the long-poll is answered, not dropped");
+    let mut buf = vec![0u8; len as usize];
+    poll.read_exact(&mut buf).await.unwrap();
+    assert_eq!(i32::from_be_bytes(buf[0..4].try_into().unwrap()), 43);
     // After the response the connection is closed and the process exits.
     assert!(closed_within(&mut s, Duration::from_secs(5)).await);
     let deadline = Instant::now() + Duration::from_secs(20);
