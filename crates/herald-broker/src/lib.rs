@@ -56,6 +56,11 @@ pub struct BrokerConfig {
     pub superusers: Vec<String>,
     /// Produce/fetch byte rates and HTTP request rates per principal.
     pub quotas: herald_auth::quota::QuotaConfig,
+    /// The secret SCRAM fake salts for unknown users are derived from. It must outlive the
+    /// process (the binary keeps it in the data directory): with a per-process secret a
+    /// restart changes every unknown user's salt while real users' salts stay, revealing who
+    /// exists. `None` uses a per-process secret (tests, tools).
+    pub scram_unknown_user_secret: Option<Vec<u8>>,
 }
 
 impl Default for BrokerConfig {
@@ -70,6 +75,7 @@ impl Default for BrokerConfig {
             groups: herald_core::group::GroupConfig::default(),
             superusers: Vec::new(),
             quotas: herald_auth::quota::QuotaConfig::default(),
+            scram_unknown_user_secret: None,
         }
     }
 }

@@ -17,7 +17,7 @@ use herald_auth::acl::{AclBinding, AclFilter, Operation};
 use herald_auth::authz::{Authorizer, Interface, Resource, Subject, TENANT_USER_PREFIX};
 use herald_auth::keys::{self, IssuedKey};
 use herald_auth::quota::Quotas;
-use herald_auth::scram::{DEFAULT_ITERATIONS, Mechanism, StoredCredential};
+use herald_auth::scram::{DEFAULT_ITERATIONS, Mechanism, ServerExchange, StoredCredential};
 use herald_core::TenantId;
 use herald_log::batch::Record;
 use herald_log::{AppendOutcome, Log};
@@ -120,6 +120,7 @@ pub struct Security {
     writes: tokio::sync::Mutex<()>,
     audit: OnceLock<mpsc::Sender<Denial>>,
     quotas: Quotas,
+    scram_unknown_user_secret: Option<Vec<u8>>,
 }
 
 impl Security {
@@ -144,6 +145,7 @@ impl Security {
             tenants: RwLock::new(BTreeMap::new()),
             writes: tokio::sync::Mutex::new(()),
             audit: OnceLock::new(),
+            scram_unknown_user_secret: cfg.scram_unknown_user_secret.clone(),
         };
         s.load()?;
         Ok(s)
@@ -434,6 +436,16 @@ impl Security {
             .filter(|(n, _)| n == name)
             .map(|(_, m)| *m)
             .collect()
+    }
+
+    /// A new SCRAM exchange whose answers for unknown users are derived from the configured
+    /// secret, so they stay the same across restarts.
+    pub fn scram_exchange(&self, mechanism: Mechanism) -> ServerExchange {
+        let exchange = ServerExchange::new(mechanism);
+        match &self.scram_unknown_user_secret {
+            Some(secret) => exchange.with_unknown_user_secret(secret),
+            None => exchange,
+        }
     }
 
     pub fn credential(&self, name: &str, mechanism: Mechanism) -> Option<StoredCredential> {

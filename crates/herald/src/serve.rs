@@ -135,6 +135,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             groups: cfg.groups.coordinator(),
             superusers: cfg.security.superusers.clone(),
             quotas: cfg.quotas.clone(),
+            scram_unknown_user_secret: Some(
+                stored_secret(&cfg.data_dir, "scram-secret", "")?
+                    .0
+                    .into_bytes(),
+            ),
         },
     )?);
 

@@ -418,3 +418,108 @@ async fn request_quotas_answer_429_with_retry_after() {
     }
     server.stop();
 }
+
+/// The salt and iteration count SCRAM-SHA-256 answers for `user` on a SASL listener:
+/// SaslHandshake, then the client-first-message in SaslAuthenticate.
+async fn scram_first_answer(addr: &str, user: &str) -> (String, String) {
+    use kafka_protocol::messages::{
+        ApiKey, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
+        SaslHandshakeRequest, SaslHandshakeResponse,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn call<Req: Encodable, Resp: Decodable>(
+        s: &mut tokio::net::TcpStream,
+        api: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Resp {
+        let mut buf = bytes::BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(1)
+            .with_client_id(Some(StrBytes::from_static_str("herald-test")))
+            .encode(&mut buf, api.request_header_version(version))
+            .unwrap();
+        req.encode(&mut buf, version).unwrap();
+        s.write_all(&(buf.len() as i32).to_be_bytes())
+            .await
+            .unwrap();
+        s.write_all(&buf).await.unwrap();
+        let len = s.read_i32().await.unwrap();
+        let mut body = vec![0u8; len as usize];
+        s.read_exact(&mut body).await.unwrap();
+        let mut b = bytes::Bytes::from(body);
+        ResponseHeader::decode(&mut b, api.response_header_version(version)).unwrap();
+        Resp::decode(&mut b, version).unwrap()
+    }
+
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let hs: SaslHandshakeResponse = call(
+        &mut s,
+        ApiKey::SaslHandshake,
+        1,
+        &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("SCRAM-SHA-256")),
+    )
+    .await;
+    assert_eq!(hs.error_code, 0);
+    let first: SaslAuthenticateResponse = call(
+        &mut s,
+        ApiKey::SaslAuthenticate,
+        1,
+        &SaslAuthenticateRequest::default().with_auth_bytes(bytes::Bytes::from(format!(
+            "n,,n={user},r=clientnonce0123456789"
+        ))),
+    )
+    .await;
+    assert_eq!(first.error_code, 0, "{:?}", first.error_message);
+    let text = String::from_utf8(first.auth_bytes.to_vec()).unwrap();
+    let attr = |name: &str| {
+        text.split(',')
+            .find_map(|a| a.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {text:?}"))
+            .to_owned()
+    };
+    (attr("s="), attr("i="))
+}
+
+fn kafka_listener(server: &Server, name: &str) -> String {
+    server
+        .stdout_lines
+        .iter()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("Kafka") && w.next() == Some(name))
+                .then(|| w.next().map(str::to_owned))
+        })
+        .flatten()
+        .unwrap_or_else(|| panic!("no Kafka {name} line in {:?}", server.stdout_lines))
+}
+
+/// A restart must not change what SCRAM answers for a user that does not exist: if the fake
+/// salt changed while real users' salts stay, comparing answers across a restart would tell
+/// which users exist.
+#[tokio::test]
+async fn scram_answers_unknown_users_the_same_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--kafka-listener", "SASL=SASL_PLAINTEXT://127.0.0.1:0"];
+    let envs = [("HERALD_ADMIN_API_KEY", ADMIN)];
+    let server = Server::start(dir.path(), &args, &envs);
+    let addr = kafka_listener(&server, "SASL");
+    let before = scram_first_answer(&addr, "nobody-here").await;
+    assert_eq!(
+        before,
+        scram_first_answer(&addr, "nobody-here").await,
+        "stable within a process"
+    );
+    let other = scram_first_answer(&addr, "someone-else").await;
+    assert_ne!(before.0, other.0, "each unknown user has its own salt");
+    server.stop();
+
+    let server = Server::start(dir.path(), &args, &envs);
+    let addr = kafka_listener(&server, "SASL");
+    assert_eq!(scram_first_answer(&addr, "nobody-here").await, before);
+    server.stop();
+}
