@@ -31,7 +31,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
-pub use error::BrokerError;
+pub use error::{BrokerError, Existing, Missing};
 pub use metrics_labels::LabelLimiter;
 pub use notify::{AppendTap, Notifier};
 pub use partitioner::murmur2_partition;
@@ -535,9 +535,10 @@ impl Broker {
         }
         let partition = match partition {
             Some(p) if p >= info.partitions => {
-                return Err(BrokerError::NotFound(format!(
-                    "topic {topic} has no partition {p}"
-                )));
+                return Err(BrokerError::NotFound(Missing::Partition {
+                    topic: topic.to_owned(),
+                    partition: p,
+                }));
             }
             Some(p) => p,
             None => records
@@ -584,11 +585,12 @@ impl Broker {
         let info = self
             .log
             .topic(topic)
-            .ok_or_else(|| BrokerError::NotFound(format!("topic {topic} does not exist")))?;
+            .ok_or_else(|| BrokerError::NotFound(Missing::Topic(topic.to_owned())))?;
         if partition >= info.partitions {
-            return Err(BrokerError::NotFound(format!(
-                "topic {topic} has no partition {partition}"
-            )));
+            return Err(BrokerError::NotFound(Missing::Partition {
+                topic: topic.to_owned(),
+                partition,
+            }));
         }
         let max_message: usize = info
             .config
@@ -726,9 +728,7 @@ impl Broker {
         }
         let kind = self.classify(topic)?;
         if !self.cfg.auto_create_topics || !matches!(kind, TopicKind::Tenant(_)) {
-            return Err(BrokerError::NotFound(format!(
-                "topic {topic} does not exist"
-            )));
+            return Err(BrokerError::NotFound(Missing::Topic(topic.to_owned())));
         }
         match self.create_topic(topic, None, BTreeMap::new()).await {
             Ok(d) => Ok(TopicInfo {
@@ -737,10 +737,10 @@ impl Broker {
                 config: d.config,
                 created_ms: 0,
             }),
-            Err(BrokerError::Conflict(_)) => self
+            Err(BrokerError::Conflict(Existing::Topic(_))) => self
                 .log
                 .topic(topic)
-                .ok_or_else(|| BrokerError::NotFound(format!("topic {topic} does not exist"))),
+                .ok_or_else(|| BrokerError::NotFound(Missing::Topic(topic.to_owned()))),
             Err(e) => Err(e),
         }
     }
@@ -803,7 +803,7 @@ impl Broker {
         let info = self
             .log
             .topic(name)
-            .ok_or_else(|| BrokerError::NotFound(format!("topic {name} does not exist")))?;
+            .ok_or_else(|| BrokerError::NotFound(Missing::Topic(name.to_owned())))?;
         let mut config: TopicConfig = info.config;
         for k in delete {
             config.remove(&k);
@@ -836,9 +836,7 @@ impl Broker {
     ) -> Result<(), BrokerError> {
         validate_topic_config(&config)?;
         if self.log.topic(name).is_none() {
-            return Err(BrokerError::NotFound(format!(
-                "topic {name} does not exist"
-            )));
+            return Err(BrokerError::NotFound(Missing::Topic(name.to_owned())));
         }
         let log = self.log.clone();
         let n = name.to_owned();
@@ -879,7 +877,7 @@ impl Broker {
         let info = self
             .log
             .topic(name)
-            .ok_or_else(|| BrokerError::NotFound(format!("topic {name} does not exist")))?;
+            .ok_or_else(|| BrokerError::NotFound(Missing::Topic(name.to_owned())))?;
         let mut partitions = Vec::with_capacity(info.partitions as usize);
         for p in 0..info.partitions {
             let s = self.log.partition_stats(name, p)?;
@@ -1080,10 +1078,11 @@ pub fn config_entries(
 impl From<LogError> for BrokerError {
     fn from(e: LogError) -> Self {
         match e {
-            LogError::UnknownTopic(_) | LogError::UnknownPartition { .. } => {
-                BrokerError::NotFound(e.to_string())
+            LogError::UnknownTopic(topic) => BrokerError::NotFound(Missing::Topic(topic)),
+            LogError::UnknownPartition { topic, partition } => {
+                BrokerError::NotFound(Missing::Partition { topic, partition })
             }
-            LogError::TopicExists(_) => BrokerError::Conflict(e.to_string()),
+            LogError::TopicExists(topic) => BrokerError::Conflict(Existing::Topic(topic)),
             LogError::InvalidConfig(_) | LogError::InvalidBatch(_) => {
                 BrokerError::Invalid(e.to_string())
             }

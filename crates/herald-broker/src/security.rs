@@ -25,7 +25,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::BrokerError;
+use crate::{BrokerError, Existing, Missing};
 
 pub const SECURITY_TOPIC: &str = "_herald.security";
 pub const AUDIT_TOPIC: &str = "_herald.audit.security";
@@ -384,10 +384,10 @@ impl Security {
             .read()
             .contains_key(&(name.to_owned(), mechanism))
         {
-            return Err(BrokerError::NotFound(format!(
-                "user {name} has no {} credential",
-                mechanism.name()
-            )));
+            return Err(BrokerError::NotFound(Missing::Credential {
+                user: name.to_owned(),
+                mechanism: mechanism.name(),
+            }));
         }
         let key = Entry::Scram {
             name: name.to_owned(),
@@ -407,7 +407,7 @@ impl Security {
     async fn delete_user_locked(&self, name: &str) -> Result<(), BrokerError> {
         let mechs = self.mechanisms_of(name);
         if mechs.is_empty() {
-            return Err(BrokerError::NotFound(format!("user {name} does not exist")));
+            return Err(BrokerError::NotFound(Missing::User(name.to_owned())));
         }
         let records = mechs
             .iter()
@@ -570,9 +570,7 @@ impl Security {
     pub async fn revoke_api_key(&self, id: &str) -> Result<(), BrokerError> {
         let _w = self.writes.lock().await;
         if !self.api_keys.read().contains_key(id) {
-            return Err(BrokerError::NotFound(format!(
-                "API key {id} does not exist"
-            )));
+            return Err(BrokerError::NotFound(Missing::ApiKey(id.to_owned())));
         }
         self.append(vec![(Entry::ApiKey { id: id.to_owned() }, None)])
             .await?;
@@ -604,7 +602,7 @@ impl Security {
         let user = format!("{TENANT_USER_PREFIX}{id}");
         let _w = self.writes.lock().await;
         if self.tenants.read().contains_key(&id) {
-            return Err(BrokerError::Conflict(format!("tenant {id} already exists")));
+            return Err(BrokerError::Conflict(Existing::Tenant(id.clone())));
         }
         let generated = password.is_none();
         let password = password.unwrap_or_else(generate_password);
@@ -670,9 +668,7 @@ impl Security {
     pub async fn delete_tenant(&self, tenant: &str) -> Result<(), BrokerError> {
         let _w = self.writes.lock().await;
         if !self.tenants.read().contains_key(tenant) {
-            return Err(BrokerError::NotFound(format!(
-                "tenant {tenant} does not exist"
-            )));
+            return Err(BrokerError::NotFound(Missing::Tenant(tenant.to_owned())));
         }
         let user = format!("{TENANT_USER_PREFIX}{tenant}");
         let principal = format!("User:{user}");

@@ -28,7 +28,7 @@ use herald_auth::authz::Resource;
 use auth::Caller;
 use base64::Engine as _;
 use bytes::Bytes;
-use herald_broker::{Broker, RawRecord};
+use herald_broker::{Broker, BrokerError, Missing, RawRecord};
 use herald_core::TopicGlob;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -461,7 +461,10 @@ async fn read_events(
     let wait = Duration::from_millis(wait_ms).min(state.limits.max_wait);
     let desc = state.broker.describe_topic(&topic)?;
     let p = desc.partitions.get(partition as usize).ok_or_else(|| {
-        ApiError::not_found(format!("topic {topic} has no partition {partition}"))
+        ApiError::from(BrokerError::NotFound(Missing::Partition {
+            topic: topic.clone(),
+            partition,
+        }))
     })?;
     let offset: u64 = match (
         param::<u64>(&q, "offset")?,
@@ -611,7 +614,9 @@ fn group_error(e: herald_broker::groups::AdminError) -> ApiError {
         AdminError::GroupActive(_) => {
             ApiError::new(StatusCode::CONFLICT, "group_active", e.to_string())
         }
-        AdminError::Group(GroupError::GroupIdNotFound) => ApiError::not_found(e.to_string()),
+        AdminError::Group(GroupError::GroupIdNotFound) => {
+            ApiError::new(StatusCode::NOT_FOUND, "group_not_found", e.to_string())
+        }
         AdminError::Group(g) => ApiError::new(StatusCode::CONFLICT, "group_state", g.to_string()),
         AdminError::Broker(b) => b.into(),
     }
@@ -642,7 +647,7 @@ async fn describe_group(
     let d = groups.describe(&group);
     let committed = groups.fetch(&group, None);
     if d.state == herald_core::group::GroupState::Dead && committed.is_empty() {
-        return Err(ApiError::not_found(format!("group {group} does not exist")));
+        return Err(BrokerError::NotFound(Missing::Group(group)).into());
     }
     let members: Vec<Value> = d
         .members

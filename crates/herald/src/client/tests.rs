@@ -225,9 +225,9 @@ fn descriptions() {
 fn error_answers() {
     let e = api_error(
         StatusCode::NOT_FOUND,
-        br#"{"error":{"code":"not_found","message":"topic x does not exist"}}"#,
+        br#"{"error":{"code":"topic_not_found","message":"topic x does not exist"}}"#,
     );
-    assert_eq!(e.code, "not_found");
+    assert_eq!(e.code, "topic_not_found");
     assert_eq!(e.to_string(), "topic x does not exist (404)");
     let e = api_error(
         StatusCode::UNAUTHORIZED,
