@@ -17,6 +17,7 @@ use crate::Gateway;
 use crate::authz::{Op, Principal};
 use crate::hub::Control;
 use crate::proto::{Disconnect, ErrorCode, Json, StreamPosition};
+use crate::streams::StreamError;
 
 fn api_key(headers: &HeaderMap) -> Option<&str> {
     herald_auth::keys::presented_api_key(
@@ -100,7 +101,7 @@ async fn caller(gw: &Gateway, headers: &HeaderMap, source: &str) -> Result<Calle
                 anonymous: false,
             })),
             Err(e) => {
-                gw.auth_failure("http", e.reason(), source);
+                gw.auth_failure("http", e.label(), source);
                 Err(http_error(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized",
@@ -136,7 +137,9 @@ fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::Unauthorized | ErrorCode::TokenExpired | ErrorCode::Expired => {
             StatusCode::UNAUTHORIZED
         }
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::MethodNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::AlreadySubscribed => StatusCode::CONFLICT,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -174,7 +177,7 @@ fn client_access(
     }
     match gw.command_allowed(who) {
         crate::limits::Verdict::Allow => Ok(()),
-        _ => {
+        crate::limits::Verdict::Limited | crate::limits::Verdict::Abuse => {
             let retry = gw
                 .limiter
                 .retry_after(&format!("u:{}", who.user))
@@ -680,7 +683,16 @@ async fn call(gw: &Arc<Gateway>, method: &str, params: Value) -> Option<Result<V
                     .remove(&p.channel)
                     .await
                     .map(|()| json!({}))
-                    .map_err(|_| ErrorCode::Internal),
+                    .map_err(|e| {
+                        // Both are the server's trouble, not the caller's; Centrifugo has one
+                        // code for them.
+                        tracing::warn!(channel = %p.channel, error = %e, "history_remove failed");
+                        match e {
+                            StreamError::Unavailable(_) | StreamError::Internal(_) => {
+                                ErrorCode::Internal
+                            }
+                        }
+                    }),
                 Err(code) => Err(code),
             },
             Err(e) => Err(e),
