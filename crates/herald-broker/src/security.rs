@@ -582,6 +582,27 @@ impl Security {
         self.api_keys.read().values().cloned().collect()
     }
 
+    /// The subject a presented API key stands for, the same on every HTTP route (`/v1` and the
+    /// gateway's `/api`): the configured admin key is the trusted `User:admin`; an issued admin
+    /// key the trusted `User:apikey-{id}`; a tenant key the tenant's principal
+    /// `User:tenant-{id}`, fenced into its tenant and held to its ACLs as on the Kafka listener.
+    /// `None` for anything else.
+    pub fn subject_for_api_key(
+        &self,
+        admin_key: &str,
+        presented: &str,
+        host: String,
+    ) -> Option<Subject> {
+        if keys::constant_time_eq(presented.as_bytes(), admin_key.as_bytes()) {
+            return Some(Subject::admin("admin", host));
+        }
+        let record = self.resolve_api_key(presented)?;
+        Some(match record.tenant {
+            Some(t) => Subject::user(&format!("{TENANT_USER_PREFIX}{t}"), host),
+            None => Subject::admin(&format!("apikey-{}", record.id), host),
+        })
+    }
+
     /// The stored record of a presented key, if it is an issued, unrevoked key.
     pub fn resolve_api_key(&self, presented: &str) -> Option<ApiKeyRecord> {
         let (id, secret) = keys::parse_key(presented)?;

@@ -36,24 +36,25 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .then_some(token.trim())
 }
 
-use herald_auth::keys::constant_time_eq;
-
 /// What a presented API key stands for: the configured admin key or an issued key.
 enum KeyHolder {
     Admin,
     Tenant(String),
 }
 
+/// Resolved by the broker's one resolver, as `/v1` resolves keys.
 fn key_holder(gw: &Gateway, headers: &HeaderMap) -> Option<KeyHolder> {
     let key = api_key(headers)?;
-    if constant_time_eq(key.as_bytes(), gw.admin_api_key.as_bytes()) {
-        return Some(KeyHolder::Admin);
+    let subject =
+        gw.broker
+            .security()
+            .subject_for_api_key(&gw.admin_api_key, key, String::new())?;
+    match (subject.trusted, subject.tenant) {
+        (true, _) => Some(KeyHolder::Admin),
+        (false, Some(t)) => Some(KeyHolder::Tenant(t)),
+        // Every key is an admin or a tenant key; a subject that is neither gets nothing.
+        (false, None) => None,
     }
-    let record = gw.broker.security().resolve_api_key(key)?;
-    Some(match record.tenant {
-        Some(t) => KeyHolder::Tenant(t),
-        None => KeyHolder::Admin,
-    })
 }
 
 fn is_admin(gw: &Gateway, headers: &HeaderMap) -> bool {

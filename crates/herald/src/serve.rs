@@ -171,17 +171,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let _routes = gateway
         .start_routes()
         .map_err(|e| anyhow::anyhow!("realtime routes: {e}"))?;
-    let router = herald_http::router(HttpState {
-        broker: Arc::clone(&broker),
-        admin_api_key: admin_key.clone(),
-        render_metrics: Box::new(move || prometheus.render()),
-        limits: HttpLimits {
-            max_body_bytes: cfg.http.max_body_bytes,
-            max_events_per_request: cfg.http.max_events_per_request,
-            ..HttpLimits::default()
+    let router = herald_http::router(
+        HttpState {
+            broker: Arc::clone(&broker),
+            admin_api_key: admin_key.clone(),
+            render_metrics: Box::new(move || prometheus.render()),
+            limits: HttpLimits {
+                max_body_bytes: cfg.http.max_body_bytes,
+                max_events_per_request: cfg.http.max_events_per_request,
+                ..HttpLimits::default()
+            },
         },
-    })
-    .merge(gateway.router());
+        gateway.router(),
+    );
 
     let kafka_ctx = Arc::new(herald_kafka::KafkaContext::new(
         Arc::clone(&broker),

@@ -523,3 +523,80 @@ async fn scram_answers_unknown_users_the_same_across_restarts() {
     assert_eq!(scram_first_answer(&addr, "nobody-here").await, before);
     server.stop();
 }
+
+/// The gateway's routes (Centrifugo's server API under `/api`) sit behind the same HTTP layers
+/// as `/v1`: an API key is the same subject on both, with one request quota between them.
+#[tokio::test]
+async fn api_keys_are_one_subject_with_one_quota_on_v1_and_api() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("herald.toml");
+    std::fs::write(
+        &config,
+        "[quotas.defaults]\nhttp_request_rate = 1000\n[quotas.users.admin]\nhttp_request_rate = 2\n[quotas.tenants.slow]\nhttp_request_rate = 1\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+        &[("HERALD_ADMIN_API_KEY", ADMIN)],
+    );
+    let slow = tenant_create(&server, "slow");
+    let tenant_key = slow["api_key"].as_str().unwrap();
+    let (s, issued, _) = call(
+        &server,
+        Method::POST,
+        ADMIN,
+        "/v1/api-keys",
+        Some(json!({"name": "ops"}).to_string()),
+    )
+    .await;
+    assert_eq!(s, 201, "{issued}");
+    let issued = issued["key"].as_str().unwrap().to_owned();
+    // Let the admin's bucket (2 requests a second) fill up again after the setup.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    // The configured admin key: the server API is held to User:admin's quota.
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..10 {
+        let (s, body, headers) = call(&server, Method::POST, ADMIN, "/api/info", None).await;
+        if s == 429 {
+            limited = Some((body, headers));
+        }
+        statuses.push(s);
+    }
+    assert_eq!(&statuses[..2], [200, 200], "{statuses:?}");
+    let (body, headers) = limited.unwrap_or_else(|| panic!("no 429 on /api: {statuses:?}"));
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert!(headers.contains_key("retry-after"));
+
+    // A tenant key spends one budget on /v1 and /api (a request a second): once /v1 has used
+    // it up, /api is refused too. (Three tries, as a token may come back between requests.)
+    let mut v1 = Vec::new();
+    while v1.last() != Some(&429) && v1.len() < 20 {
+        v1.push(
+            call(&server, Method::GET, tenant_key, "/v1/topics", None)
+                .await
+                .0,
+        );
+    }
+    assert_eq!(v1.last(), Some(&429), "{v1:?}");
+    let mut api = Vec::new();
+    for _ in 0..3 {
+        api.push(
+            call(&server, Method::POST, tenant_key, "/api/info", None)
+                .await
+                .0,
+        );
+    }
+    assert!(api.contains(&429), "{api:?}");
+
+    // An issued admin key is an admin on both.
+    let (s, body, _) = call(&server, Method::GET, &issued, "/v1/topics", None).await;
+    assert_eq!(s, 200, "{body}");
+    let (s, body, _) = call(&server, Method::POST, &issued, "/api/info", None).await;
+    assert_eq!(s, 200, "{body}");
+    assert!(body["result"]["nodes"].is_array(), "{body}");
+    server.stop();
+}
