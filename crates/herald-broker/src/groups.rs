@@ -344,7 +344,7 @@ impl Groups {
 
     /// Kafka DeleteGroups: only an empty group; its offsets and metadata go with it.
     pub async fn delete(&self, group: &str) -> Result<(), AdminError> {
-        let changed = {
+        let (changed, removal) = {
             let mut inner = self.inner.lock();
             let now = self.now();
             match inner.coord.delete_group(group, now) {
@@ -359,7 +359,6 @@ impl Groups {
             // has the higher sequence and is the one restored.
             (changed, self.offsets.stage_group(group, None))
         };
-        let (changed, removal) = changed;
         self.persist(changed).await;
         self.offsets.delete(group, None).await?;
         self.offsets.store_group(removal).await?;
