@@ -8,10 +8,14 @@ pub enum BrokerError {
     /// An event or record fails envelope validation.
     #[error("{0}")]
     InvalidEvent(String),
+    /// What the request names does not exist; which kind of thing decides the protocol's answer
+    /// (Kafka's UNKNOWN_TOPIC_OR_PARTITION, GROUP_ID_NOT_FOUND or RESOURCE_NOT_FOUND, HTTP's
+    /// error code).
     #[error("{0}")]
-    NotFound(String),
+    NotFound(Missing),
+    /// What the request would create exists already.
     #[error("{0}")]
-    Conflict(String),
+    Conflict(Existing),
     #[error("{message}")]
     OffsetOutOfRange {
         message: String,
@@ -41,4 +45,35 @@ pub enum BrokerError {
     /// A fault of the server, not of the request.
     #[error("{0}")]
     Internal(String),
+}
+
+/// The thing a request named that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Missing {
+    #[error("topic {0} does not exist")]
+    Topic(String),
+    #[error("topic {topic} has no partition {partition}")]
+    Partition { topic: String, partition: u32 },
+    #[error("consumer group {0} does not exist")]
+    Group(String),
+    #[error("user {0} does not exist")]
+    User(String),
+    #[error("user {user} has no {mechanism} credential")]
+    Credential {
+        user: String,
+        mechanism: &'static str,
+    },
+    #[error("API key {0} does not exist")]
+    ApiKey(String),
+    #[error("tenant {0} does not exist")]
+    Tenant(String),
+}
+
+/// The thing a request would create that exists already.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Existing {
+    #[error("topic {0} already exists")]
+    Topic(String),
+    #[error("tenant {0} already exists")]
+    Tenant(String),
 }

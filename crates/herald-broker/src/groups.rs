@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, oneshot};
 
 use crate::BrokerError;
-use crate::offsets::{Committed, OffsetStore};
+use crate::offsets::{Committed, OffsetStore, StagedGroup};
 
 struct Inner {
     coord: GroupCoordinator,
@@ -151,9 +151,10 @@ impl Groups {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Delivers finished requests and collects the snapshots to store. Called with the lock held
-    /// after every change to the coordinator.
-    fn settle(inner: &mut Inner) -> Vec<(String, Option<GroupSnapshot>)> {
+    /// Delivers finished requests and stages the snapshots to store. Called with the lock held
+    /// after every change to the coordinator, so sequence numbers follow the order the changes
+    /// were made in even when the appends that follow race each other.
+    fn settle(offsets: &OffsetStore, inner: &mut Inner) -> Vec<(String, StagedGroup)> {
         for (ticket, completion) in inner.coord.take_completions() {
             if let Some(tx) = inner.waiters.remove(&ticket.0) {
                 let _ = tx.send(completion);
@@ -164,16 +165,19 @@ impl Groups {
             .take_changed_groups()
             .into_iter()
             .map(|g| {
-                let s = inner.coord.snapshot(&g);
-                (g, s)
+                let value = inner
+                    .coord
+                    .snapshot(&g)
+                    .and_then(|s| serde_json::to_value(s).ok());
+                let staged = offsets.stage_group(&g, value);
+                (g, staged)
             })
             .collect()
     }
 
-    async fn persist(&self, changed: Vec<(String, Option<GroupSnapshot>)>) {
-        for (group, snapshot) in changed {
-            let value = snapshot.and_then(|s| serde_json::to_value(s).ok());
-            if let Err(e) = self.offsets.put_group(&group, value).await {
+    async fn persist(&self, changed: Vec<(String, StagedGroup)>) {
+        for (group, staged) in changed {
+            if let Err(e) = self.offsets.store_group(staged).await {
                 tracing::warn!(%group, error = %e, "storing group metadata failed");
             }
         }
@@ -196,7 +200,7 @@ impl Groups {
                 let mut inner = self.inner.lock();
                 let now = self.now();
                 inner.coord.tick(now);
-                Self::settle(&mut inner)
+                Self::settle(&self.offsets, &mut inner)
             };
             self.persist(changed).await;
         }
@@ -220,7 +224,7 @@ impl Groups {
                 }
                 Reply::Ready(_) => None,
             };
-            let changed = Self::settle(&mut inner);
+            let changed = Self::settle(&self.offsets, &mut inner);
             (reply, changed, rx)
         };
         self.persist(changed).await;
@@ -254,7 +258,7 @@ impl Groups {
             let mut inner = self.inner.lock();
             let now = self.now();
             let r = inner.coord.heartbeat(req, now);
-            (r, Self::settle(&mut inner))
+            (r, Self::settle(&self.offsets, &mut inner))
         };
         self.persist(changed).await;
         r
@@ -265,7 +269,7 @@ impl Groups {
             let mut inner = self.inner.lock();
             let now = self.now();
             let r = inner.coord.leave(req, now);
-            (r, Self::settle(&mut inner))
+            (r, Self::settle(&self.offsets, &mut inner))
         };
         self.persist(changed).await;
         self.wake.notify_one();
@@ -287,7 +291,7 @@ impl Groups {
             inner
                 .coord
                 .check_commit(group, member_id, generation, instance, now)?;
-            Self::settle(&mut inner)
+            Self::settle(&self.offsets, &mut inner)
         };
         self.persist(changed).await;
         self.offsets.commit(group, offsets).await?;
@@ -340,7 +344,7 @@ impl Groups {
 
     /// Kafka DeleteGroups: only an empty group; its offsets and metadata go with it.
     pub async fn delete(&self, group: &str) -> Result<(), AdminError> {
-        let changed = {
+        let (changed, removal) = {
             let mut inner = self.inner.lock();
             let now = self.now();
             match inner.coord.delete_group(group, now) {
@@ -350,11 +354,14 @@ impl Groups {
                     if !self.offsets.group_offsets(group).is_empty() => {}
                 Err(e) => return Err(e.into()),
             }
-            Self::settle(&mut inner)
+            let changed = Self::settle(&self.offsets, &mut inner);
+            // Staged here, under the lock, so a group joined again right after this deletion
+            // has the higher sequence and is the one restored.
+            (changed, self.offsets.stage_group(group, None))
         };
         self.persist(changed).await;
         self.offsets.delete(group, None).await?;
-        self.offsets.put_group(group, None).await?;
+        self.offsets.store_group(removal).await?;
         Ok(())
     }
 

@@ -31,7 +31,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
-pub use error::BrokerError;
+pub use error::{BrokerError, Existing, Missing};
 pub use metrics_labels::LabelLimiter;
 pub use notify::{AppendTap, Notifier};
 pub use partitioner::murmur2_partition;
@@ -56,6 +56,11 @@ pub struct BrokerConfig {
     pub superusers: Vec<String>,
     /// Produce/fetch byte rates and HTTP request rates per principal.
     pub quotas: herald_auth::quota::QuotaConfig,
+    /// The secret SCRAM fake salts for unknown users are derived from. It must outlive the
+    /// process (the binary keeps it in the data directory): with a per-process secret a
+    /// restart changes every unknown user's salt while real users' salts stay, revealing who
+    /// exists. `None` uses a per-process secret (tests, tools).
+    pub scram_unknown_user_secret: Option<Vec<u8>>,
 }
 
 impl Default for BrokerConfig {
@@ -70,6 +75,7 @@ impl Default for BrokerConfig {
             groups: herald_core::group::GroupConfig::default(),
             superusers: Vec::new(),
             quotas: herald_auth::quota::QuotaConfig::default(),
+            scram_unknown_user_secret: None,
         }
     }
 }
@@ -574,9 +580,10 @@ impl Broker {
         }
         let partition = match partition {
             Some(p) if p >= info.partitions => {
-                return Err(BrokerError::NotFound(format!(
-                    "topic {topic} has no partition {p}"
-                )));
+                return Err(BrokerError::NotFound(Missing::Partition {
+                    topic: topic.to_owned(),
+                    partition: p,
+                }));
             }
             Some(p) => p,
             None => records
@@ -627,11 +634,12 @@ impl Broker {
         let info = self
             .log
             .topic(topic)
-            .ok_or_else(|| BrokerError::NotFound(format!("topic {topic} does not exist")))?;
+            .ok_or_else(|| BrokerError::NotFound(Missing::Topic(topic.to_owned())))?;
         if partition >= info.partitions {
-            return Err(BrokerError::NotFound(format!(
-                "topic {topic} has no partition {partition}"
-            )));
+            return Err(BrokerError::NotFound(Missing::Partition {
+                topic: topic.to_owned(),
+                partition,
+            }));
         }
         let max_message: usize = info
             .config
@@ -764,9 +772,7 @@ impl Broker {
         }
         let kind = self.classify(topic)?;
         if !self.cfg.auto_create_topics || !matches!(kind, TopicKind::Tenant(_)) {
-            return Err(BrokerError::NotFound(format!(
-                "topic {topic} does not exist"
-            )));
+            return Err(BrokerError::NotFound(Missing::Topic(topic.to_owned())));
         }
         match self.create_topic(topic, None, BTreeMap::new()).await {
             Ok(d) => Ok(TopicInfo {
@@ -775,10 +781,10 @@ impl Broker {
                 config: d.config,
                 created_ms: 0,
             }),
-            Err(BrokerError::Conflict(_)) => self
+            Err(BrokerError::Conflict(Existing::Topic(_))) => self
                 .log
                 .topic(topic)
-                .ok_or_else(|| BrokerError::NotFound(format!("topic {topic} does not exist"))),
+                .ok_or_else(|| BrokerError::NotFound(Missing::Topic(topic.to_owned()))),
             Err(e) => Err(e),
         }
     }
@@ -841,7 +847,7 @@ impl Broker {
         let info = self
             .log
             .topic(name)
-            .ok_or_else(|| BrokerError::NotFound(format!("topic {name} does not exist")))?;
+            .ok_or_else(|| BrokerError::NotFound(Missing::Topic(name.to_owned())))?;
         let mut config: TopicConfig = info.config;
         for k in delete {
             config.remove(&k);
@@ -874,9 +880,7 @@ impl Broker {
     ) -> Result<(), BrokerError> {
         validate_topic_config(&config)?;
         if self.log.topic(name).is_none() {
-            return Err(BrokerError::NotFound(format!(
-                "topic {name} does not exist"
-            )));
+            return Err(BrokerError::NotFound(Missing::Topic(name.to_owned())));
         }
         let log = self.log.clone();
         let n = name.to_owned();
@@ -917,7 +921,7 @@ impl Broker {
         let info = self
             .log
             .topic(name)
-            .ok_or_else(|| BrokerError::NotFound(format!("topic {name} does not exist")))?;
+            .ok_or_else(|| BrokerError::NotFound(Missing::Topic(name.to_owned())))?;
         let mut partitions = Vec::with_capacity(info.partitions as usize);
         for p in 0..info.partitions {
             let s = self.log.partition_stats(name, p)?;
@@ -1118,10 +1122,11 @@ pub fn config_entries(
 impl From<LogError> for BrokerError {
     fn from(e: LogError) -> Self {
         match e {
-            LogError::UnknownTopic(_) | LogError::UnknownPartition { .. } => {
-                BrokerError::NotFound(e.to_string())
+            LogError::UnknownTopic(topic) => BrokerError::NotFound(Missing::Topic(topic)),
+            LogError::UnknownPartition { topic, partition } => {
+                BrokerError::NotFound(Missing::Partition { topic, partition })
             }
-            LogError::TopicExists(_) => BrokerError::Conflict(e.to_string()),
+            LogError::TopicExists(topic) => BrokerError::Conflict(Existing::Topic(topic)),
             LogError::InvalidConfig(_) | LogError::InvalidBatch(_) => {
                 BrokerError::Invalid(e.to_string())
             }

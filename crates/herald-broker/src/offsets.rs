@@ -63,6 +63,13 @@ struct State {
     groups: HashMap<String, (u64, Option<serde_json::Value>)>,
 }
 
+/// A group snapshot with its sequence number taken, waiting to be appended.
+#[derive(Debug)]
+pub struct StagedGroup {
+    key: Key,
+    value: Value,
+}
+
 pub struct OffsetStore {
     log: Log,
     state: Mutex<State>,
@@ -286,14 +293,30 @@ impl OffsetStore {
         group: &str,
         snapshot: Option<serde_json::Value>,
     ) -> Result<(), BrokerError> {
-        let key = Key::Group {
-            g: group.to_owned(),
-        };
-        let value = Value {
-            seq: self.seq.fetch_add(1, Ordering::SeqCst),
-            offset: None,
-            group: snapshot,
-        };
+        self.store_group(self.stage_group(group, snapshot)).await
+    }
+
+    /// Takes the next sequence number for a group's snapshot without storing it yet. Call this
+    /// where the snapshot is taken, under the lock that orders the group's changes: recovery
+    /// keeps the highest sequence, so the snapshot taken last wins whatever order the appends
+    /// of [`OffsetStore::store_group`] finish in.
+    pub fn stage_group(&self, group: &str, snapshot: Option<serde_json::Value>) -> StagedGroup {
+        StagedGroup {
+            key: Key::Group {
+                g: group.to_owned(),
+            },
+            value: Value {
+                seq: self.seq.fetch_add(1, Ordering::SeqCst),
+                offset: None,
+                group: snapshot,
+            },
+        }
+    }
+
+    /// Durably stores a staged group snapshot. An older snapshot stored after a newer one is
+    /// kept in the topic but never wins, in memory or at recovery.
+    pub async fn store_group(&self, staged: StagedGroup) -> Result<(), BrokerError> {
+        let StagedGroup { key, value } = staged;
         self.append(vec![record(&key, Some(&value))]).await?;
         apply(&mut self.state.lock(), key, Some(value));
         Ok(())

@@ -17,7 +17,7 @@ use herald_auth::acl::{AclBinding, AclFilter, Operation};
 use herald_auth::authz::{Authorizer, Interface, Resource, Subject, TENANT_USER_PREFIX};
 use herald_auth::keys::{self, IssuedKey};
 use herald_auth::quota::Quotas;
-use herald_auth::scram::{DEFAULT_ITERATIONS, Mechanism, StoredCredential};
+use herald_auth::scram::{DEFAULT_ITERATIONS, Mechanism, ServerExchange, StoredCredential};
 use herald_core::TenantId;
 use herald_log::batch::Record;
 use herald_log::{AppendOutcome, Log};
@@ -25,7 +25,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::BrokerError;
+use crate::{BrokerError, Existing, Missing};
 
 pub const SECURITY_TOPIC: &str = "_herald.security";
 pub const AUDIT_TOPIC: &str = "_herald.audit.security";
@@ -120,6 +120,7 @@ pub struct Security {
     writes: tokio::sync::Mutex<()>,
     audit: OnceLock<mpsc::Sender<Denial>>,
     quotas: Quotas,
+    scram_unknown_user_secret: Option<Vec<u8>>,
 }
 
 impl Security {
@@ -144,6 +145,7 @@ impl Security {
             tenants: RwLock::new(BTreeMap::new()),
             writes: tokio::sync::Mutex::new(()),
             audit: OnceLock::new(),
+            scram_unknown_user_secret: cfg.scram_unknown_user_secret.clone(),
         };
         s.load()?;
         Ok(s)
@@ -382,10 +384,10 @@ impl Security {
             .read()
             .contains_key(&(name.to_owned(), mechanism))
         {
-            return Err(BrokerError::NotFound(format!(
-                "user {name} has no {} credential",
-                mechanism.name()
-            )));
+            return Err(BrokerError::NotFound(Missing::Credential {
+                user: name.to_owned(),
+                mechanism: mechanism.name(),
+            }));
         }
         let key = Entry::Scram {
             name: name.to_owned(),
@@ -405,7 +407,7 @@ impl Security {
     async fn delete_user_locked(&self, name: &str) -> Result<(), BrokerError> {
         let mechs = self.mechanisms_of(name);
         if mechs.is_empty() {
-            return Err(BrokerError::NotFound(format!("user {name} does not exist")));
+            return Err(BrokerError::NotFound(Missing::User(name.to_owned())));
         }
         let records = mechs
             .iter()
@@ -434,6 +436,16 @@ impl Security {
             .filter(|(n, _)| n == name)
             .map(|(_, m)| *m)
             .collect()
+    }
+
+    /// A new SCRAM exchange whose answers for unknown users are derived from the configured
+    /// secret, so they stay the same across restarts.
+    pub fn scram_exchange(&self, mechanism: Mechanism) -> ServerExchange {
+        let exchange = ServerExchange::new(mechanism);
+        match &self.scram_unknown_user_secret {
+            Some(secret) => exchange.with_unknown_user_secret(secret),
+            None => exchange,
+        }
     }
 
     pub fn credential(&self, name: &str, mechanism: Mechanism) -> Option<StoredCredential> {
@@ -558,9 +570,7 @@ impl Security {
     pub async fn revoke_api_key(&self, id: &str) -> Result<(), BrokerError> {
         let _w = self.writes.lock().await;
         if !self.api_keys.read().contains_key(id) {
-            return Err(BrokerError::NotFound(format!(
-                "API key {id} does not exist"
-            )));
+            return Err(BrokerError::NotFound(Missing::ApiKey(id.to_owned())));
         }
         self.append(vec![(Entry::ApiKey { id: id.to_owned() }, None)])
             .await?;
@@ -570,6 +580,27 @@ impl Security {
 
     pub fn list_api_keys(&self) -> Vec<ApiKeyRecord> {
         self.api_keys.read().values().cloned().collect()
+    }
+
+    /// The subject a presented API key stands for, the same on every HTTP route (`/v1` and the
+    /// gateway's `/api`): the configured admin key is the trusted `User:admin`; an issued admin
+    /// key the trusted `User:apikey-{id}`; a tenant key the tenant's principal
+    /// `User:tenant-{id}`, fenced into its tenant and held to its ACLs as on the Kafka listener.
+    /// `None` for anything else.
+    pub fn subject_for_api_key(
+        &self,
+        admin_key: &str,
+        presented: &str,
+        host: String,
+    ) -> Option<Subject> {
+        if keys::constant_time_eq(presented.as_bytes(), admin_key.as_bytes()) {
+            return Some(Subject::admin("admin", host));
+        }
+        let record = self.resolve_api_key(presented)?;
+        Some(match record.tenant {
+            Some(t) => Subject::user(&format!("{TENANT_USER_PREFIX}{t}"), host),
+            None => Subject::admin(&format!("apikey-{}", record.id), host),
+        })
     }
 
     /// The stored record of a presented key, if it is an issued, unrevoked key.
@@ -592,7 +623,7 @@ impl Security {
         let user = format!("{TENANT_USER_PREFIX}{id}");
         let _w = self.writes.lock().await;
         if self.tenants.read().contains_key(&id) {
-            return Err(BrokerError::Conflict(format!("tenant {id} already exists")));
+            return Err(BrokerError::Conflict(Existing::Tenant(id.clone())));
         }
         let generated = password.is_none();
         let password = password.unwrap_or_else(generate_password);
@@ -658,9 +689,7 @@ impl Security {
     pub async fn delete_tenant(&self, tenant: &str) -> Result<(), BrokerError> {
         let _w = self.writes.lock().await;
         if !self.tenants.read().contains_key(tenant) {
-            return Err(BrokerError::NotFound(format!(
-                "tenant {tenant} does not exist"
-            )));
+            return Err(BrokerError::NotFound(Missing::Tenant(tenant.to_owned())));
         }
         let user = format!("{TENANT_USER_PREFIX}{tenant}");
         let principal = format!("User:{user}");

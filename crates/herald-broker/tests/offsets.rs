@@ -77,3 +77,26 @@ async fn offsets_survive_reopen_and_compaction() {
     assert_eq!(store.get("g1", "smarteros.a.b.c", 0).unwrap().offset, 50);
     log.close().unwrap();
 }
+
+/// A timer-driven persist and a JoinGroup can finish their appends in the reverse of the order
+/// their snapshots were taken in; the snapshot taken last must still be the one restored.
+#[tokio::test]
+async fn group_snapshot_taken_last_wins_even_if_appended_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(LogOptions::new(dir.path())).unwrap();
+    let store = OffsetStore::open(log.clone()).unwrap();
+    let older = store.stage_group("g", Some(serde_json::json!({"generation": 1})));
+    let newer = store.stage_group("g", Some(serde_json::json!({"generation": 2})));
+    store.store_group(newer).await.unwrap();
+    store.store_group(older).await.unwrap();
+    let expected = vec![("g".to_owned(), serde_json::json!({"generation": 2}))];
+    assert_eq!(store.group_snapshots(), expected, "in memory");
+    drop(store);
+    log.close().unwrap();
+    drop(log);
+
+    let log = Log::open(LogOptions::new(dir.path())).unwrap();
+    let store = OffsetStore::open(log.clone()).unwrap();
+    assert_eq!(store.group_snapshots(), expected, "after a restart");
+    log.close().unwrap();
+}

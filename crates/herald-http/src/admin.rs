@@ -11,6 +11,7 @@ use axum::{Extension, Json, Router};
 use herald_auth::acl::{AclBinding, AclFilter, Operation, PatternFilter, Permission, ResourceType};
 use herald_auth::authz::{Resource, TENANT_USER_PREFIX};
 use herald_broker::security::{ApiKeyRecord, validate_user_name};
+use herald_broker::{BrokerError, Missing};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -211,9 +212,7 @@ async fn describe_tenant(
     may_describe(&state, &caller)?;
     let security = state.broker.security();
     let Some(t) = security.tenant(&tenant) else {
-        return Err(ApiError::not_found(format!(
-            "tenant {tenant} does not exist"
-        )));
+        return Err(BrokerError::NotFound(Missing::Tenant(tenant)).into());
     };
     let user = format!("{TENANT_USER_PREFIX}{tenant}");
     let principal = format!("User:{user}");

@@ -3,7 +3,8 @@
 //! A request presents an API key (`X-API-Key`, or `Authorization: apikey KEY`): the configured
 //! admin key or an issued key (`hk_…`, stored hashed). Admin keys are trusted; a tenant key is
 //! the principal `User:tenant-{id}`, fenced into its tenant and held to its ACLs, exactly as
-//! the same tenant is on the Kafka listener.
+//! the same tenant is on the Kafka listener. The key is resolved by `herald-broker`'s
+//! `Security::subject_for_api_key`, which the gateway's `/api` routes use too.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,8 +14,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use herald_auth::acl::Operation;
-use herald_auth::authz::{Interface, Resource, Subject, TENANT_USER_PREFIX, host_text};
-use herald_auth::keys::constant_time_eq;
+use herald_auth::authz::{Interface, Resource, Subject, host_text};
 use herald_broker::security::Denial;
 
 use crate::{ApiError, AppState};
@@ -75,14 +75,28 @@ pub fn client_host(req: &Request) -> String {
 
 /// Resolves a presented key to the subject it stands for.
 pub fn subject_for_key(state: &AppState, key: &str, host: String) -> Option<Subject> {
-    if constant_time_eq(key.as_bytes(), state.admin_api_key.as_bytes()) {
-        return Some(Subject::admin("admin", host));
+    state
+        .broker
+        .security()
+        .subject_for_api_key(&state.admin_api_key, key, host)
+}
+
+/// Middleware for the gateway's routes, which authenticate themselves (an API key or a JWT):
+/// a request presenting a valid API key is held to that subject's request quota, as on `/v1`.
+/// Anything else is left to the gateway to accept or refuse.
+pub async fn admit_key_holders(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let subject =
+        presented_key(req.headers()).and_then(|k| subject_for_key(&state, k, client_host(&req)));
+    if let Some(subject) = subject
+        && let Err(e) = crate::quota::admit(&state, &subject)
+    {
+        return e.into_response();
     }
-    let record = state.broker.security().resolve_api_key(key)?;
-    Some(match record.tenant {
-        Some(t) => Subject::user(&format!("{TENANT_USER_PREFIX}{t}"), host),
-        None => Subject::admin(&format!("apikey-{}", record.id), host),
-    })
+    next.run(req).await
 }
 
 /// Middleware: authenticates the request and attaches its [`Caller`], or answers 401.

@@ -1,7 +1,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use herald_broker::BrokerError;
+use herald_broker::{BrokerError, Existing, Missing};
 use serde_json::json;
 
 /// An error answered as `{"error":{"code","message"}}` with the matching status.
@@ -69,8 +69,24 @@ impl From<BrokerError> for ApiError {
             BrokerError::InvalidEvent(_) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_event", msg)
             }
-            BrokerError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", msg),
-            BrokerError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
+            BrokerError::NotFound(what) => {
+                let code = match what {
+                    Missing::Topic(_) => "topic_not_found",
+                    Missing::Partition { .. } => "partition_not_found",
+                    Missing::Group(_) => "group_not_found",
+                    Missing::User(_) | Missing::Credential { .. } => "user_not_found",
+                    Missing::ApiKey(_) => "api_key_not_found",
+                    Missing::Tenant(_) => "tenant_not_found",
+                };
+                ApiError::new(StatusCode::NOT_FOUND, code, msg)
+            }
+            BrokerError::Conflict(what) => {
+                let code = match what {
+                    Existing::Topic(_) => "topic_exists",
+                    Existing::Tenant(_) => "tenant_exists",
+                };
+                ApiError::new(StatusCode::CONFLICT, code, msg)
+            }
             BrokerError::OffsetOutOfRange { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "offset_out_of_range", msg)
             }

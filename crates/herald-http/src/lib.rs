@@ -28,7 +28,7 @@ use herald_auth::authz::Resource;
 use auth::Caller;
 use base64::Engine as _;
 use bytes::Bytes;
-use herald_broker::{Broker, RawRecord};
+use herald_broker::{Broker, BrokerError, Missing, RawRecord};
 use herald_core::TopicGlob;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -67,7 +67,10 @@ impl Default for HttpLimits {
 
 type AppState = Arc<HttpState>;
 
-pub fn router(state: HttpState) -> Router {
+/// The HTTP API with `extra` (the real-time gateway's routes) merged in. The body limit and
+/// the panic guard wrap every route, the gateway's included, and requests to the gateway that
+/// present an API key are held to the same request quota as `/v1`.
+pub fn router(state: HttpState, extra: Router) -> Router {
     let limit = BodyLimit(state.limits.max_body_bytes);
     let state = Arc::new(state);
     let api = Router::new()
@@ -94,6 +97,10 @@ pub fn router(state: HttpState) -> Router {
             Arc::clone(&state),
             auth::authenticate,
         ));
+    let extra = extra.layer(middleware::from_fn_with_state(
+        Arc::clone(&state),
+        auth::admit_key_holders,
+    ));
     Router::new()
         .merge(api)
         .route("/health", get(health))
@@ -101,9 +108,11 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        // Layers go on after the merge so that they wrap the merged routes too.
+        .merge(extra)
         .layer(axum::Extension(limit))
         .layer(middleware::from_fn(catch_panics))
-        .with_state(state)
 }
 
 async fn catch_panics(req: Request, next: Next) -> Response {
@@ -461,7 +470,10 @@ async fn read_events(
     let wait = Duration::from_millis(wait_ms).min(state.limits.max_wait);
     let desc = state.broker.describe_topic(&topic)?;
     let p = desc.partitions.get(partition as usize).ok_or_else(|| {
-        ApiError::not_found(format!("topic {topic} has no partition {partition}"))
+        ApiError::from(BrokerError::NotFound(Missing::Partition {
+            topic: topic.clone(),
+            partition,
+        }))
     })?;
     let offset: u64 = match (
         param::<u64>(&q, "offset")?,
@@ -611,7 +623,9 @@ fn group_error(e: herald_broker::groups::AdminError) -> ApiError {
         AdminError::GroupActive(_) => {
             ApiError::new(StatusCode::CONFLICT, "group_active", e.to_string())
         }
-        AdminError::Group(GroupError::GroupIdNotFound) => ApiError::not_found(e.to_string()),
+        AdminError::Group(GroupError::GroupIdNotFound) => {
+            ApiError::new(StatusCode::NOT_FOUND, "group_not_found", e.to_string())
+        }
         AdminError::Group(g) => ApiError::new(StatusCode::CONFLICT, "group_state", g.to_string()),
         AdminError::Broker(b) => b.into(),
     }
@@ -642,7 +656,7 @@ async fn describe_group(
     let d = groups.describe(&group);
     let committed = groups.fetch(&group, None);
     if d.state == herald_core::group::GroupState::Dead && committed.is_empty() {
-        return Err(ApiError::not_found(format!("group {group} does not exist")));
+        return Err(BrokerError::NotFound(Missing::Group(group)).into());
     }
     let members: Vec<Value> = d
         .members
@@ -850,5 +864,37 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+
+    /// The gateway's routes are merged into the HTTP API's router; a panic in one of them is
+    /// still answered with a JSON 500 by the guard every route sits behind.
+    #[tokio::test]
+    async fn merged_routes_are_behind_the_panic_guard() -> Result<(), Box<dyn std::error::Error>> {
+        use tower::ServiceExt as _;
+        let dir = tempfile::tempdir()?;
+        let log = herald_log::Log::open(herald_log::LogOptions::new(dir.path()))?;
+        let broker = Arc::new(Broker::new(
+            log.clone(),
+            herald_broker::BrokerConfig::default(),
+        )?);
+        let state = HttpState {
+            broker,
+            admin_api_key: "panic-guard-admin-key".into(),
+            render_metrics: Box::new(String::new),
+            limits: HttpLimits::default(),
+        };
+        async fn buggy() -> &'static str {
+            panic!("a handler bug")
+        }
+        let gateway = Router::new().route("/api/boom", post(buggy));
+        let resp = router(state, gateway)
+            .oneshot(axum::http::Request::post("/api/boom").body(axum::body::Body::empty())?)
+            .await?;
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await?;
+        let v: Value = serde_json::from_slice(&body)?;
+        assert_eq!(v.pointer("/error/code"), Some(&json!("internal")));
+        log.close()?;
+        Ok(())
     }
 }

@@ -451,7 +451,9 @@ mod tests {
             UNACCEPTABLE_CREDENTIAL
         );
         assert_eq!(
-            code(BrokerError::NotFound("no such user".into())),
+            code(BrokerError::NotFound(herald_broker::Missing::User(
+                "alice".into()
+            ))),
             errors::RESOURCE_NOT_FOUND
         );
         // Server faults keep their own codes: a retriable timeout stays retriable, and a full

@@ -1,7 +1,7 @@
 //! Kafka error codes and the mapping from Herald's errors. The codes are `kafka-protocol`'s
 //! `ResponseError`s, named once here so handlers read as Kafka's documentation does.
 
-use herald_broker::BrokerError;
+use herald_broker::{BrokerError, Existing, Missing};
 use kafka_protocol::error::ResponseError;
 
 pub const NONE: i16 = 0;
@@ -45,8 +45,17 @@ pub fn code(e: &BrokerError) -> i16 {
     match e {
         BrokerError::Invalid(_) => INVALID_REQUEST,
         BrokerError::InvalidEvent(_) => INVALID_RECORD,
-        BrokerError::NotFound(_) => UNKNOWN_TOPIC_OR_PARTITION,
-        BrokerError::Conflict(_) => TOPIC_ALREADY_EXISTS,
+        BrokerError::NotFound(Missing::Topic(_) | Missing::Partition { .. }) => {
+            UNKNOWN_TOPIC_OR_PARTITION
+        }
+        BrokerError::NotFound(Missing::Group(_)) => ResponseError::GroupIdNotFound.code(),
+        // Kafka's answer for a SCRAM credential or another named resource that is not there.
+        BrokerError::NotFound(
+            Missing::User(_) | Missing::Credential { .. } | Missing::ApiKey(_) | Missing::Tenant(_),
+        ) => RESOURCE_NOT_FOUND,
+        BrokerError::Conflict(Existing::Topic(_)) => TOPIC_ALREADY_EXISTS,
+        // No Kafka API creates tenants; the nearest code says the resource is already there.
+        BrokerError::Conflict(Existing::Tenant(_)) => DUPLICATE_RESOURCE,
         BrokerError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
         BrokerError::TooLarge(_) => MESSAGE_TOO_LARGE,
         BrokerError::OutOfOrderSequence(_) => OUT_OF_ORDER_SEQUENCE_NUMBER,
@@ -55,5 +64,41 @@ pub fn code(e: &BrokerError) -> i16 {
         BrokerError::Unavailable(_) => REQUEST_TIMED_OUT,
         BrokerError::Forbidden(_) => TOPIC_AUTHORIZATION_FAILED,
         BrokerError::StorageFull(_) | BrokerError::Internal(_) => KAFKA_STORAGE_ERROR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_broker::{BrokerError, Existing, Missing};
+
+    use super::*;
+
+    /// What was not found decides the code: a client told UNKNOWN_TOPIC_OR_PARTITION about a
+    /// group or a user would retry, or look for a topic.
+    #[test]
+    fn not_found_and_conflict_name_what() {
+        let nf = |m| code(&BrokerError::NotFound(m));
+        assert_eq!(nf(Missing::Topic("t".into())), UNKNOWN_TOPIC_OR_PARTITION);
+        assert_eq!(
+            nf(Missing::Partition {
+                topic: "t".into(),
+                partition: 3
+            }),
+            UNKNOWN_TOPIC_OR_PARTITION
+        );
+        assert_eq!(nf(Missing::Group("g".into())), 69, "GROUP_ID_NOT_FOUND");
+        assert_eq!(nf(Missing::User("u".into())), RESOURCE_NOT_FOUND);
+        assert_eq!(
+            nf(Missing::Credential {
+                user: "u".into(),
+                mechanism: "SCRAM-SHA-256"
+            }),
+            RESOURCE_NOT_FOUND
+        );
+        assert_eq!(nf(Missing::ApiKey("k".into())), RESOURCE_NOT_FOUND);
+        assert_eq!(nf(Missing::Tenant("t".into())), RESOURCE_NOT_FOUND);
+        let ex = |e| code(&BrokerError::Conflict(e));
+        assert_eq!(ex(Existing::Topic("t".into())), TOPIC_ALREADY_EXISTS);
+        assert_eq!(ex(Existing::Tenant("t".into())), 92, "DUPLICATE_RESOURCE");
     }
 }

@@ -184,8 +184,8 @@ pub fn authenticate(conn: &Connection, req: SaslAuthenticateRequest) -> SaslAuth
     let state = std::mem::take(&mut *conn.sasl.lock());
     match state {
         SaslState::Handshaken(mech) => {
-            let mut ex = ServerExchange::new(mech);
             let users = conn.ctx.broker.security();
+            let mut ex = users.scram_exchange(mech);
             match ex.client_first(&req.auth_bytes, |name| users.credential(name, mech)) {
                 Ok(first) => {
                     *conn.sasl.lock() = SaslState::Exchanging(mech, Box::new(ex));

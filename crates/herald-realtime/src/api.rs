@@ -17,6 +17,7 @@ use crate::Gateway;
 use crate::authz::{Op, Principal};
 use crate::hub::Control;
 use crate::proto::{Disconnect, ErrorCode, Json, StreamPosition};
+use crate::streams::StreamError;
 
 fn api_key(headers: &HeaderMap) -> Option<&str> {
     herald_auth::keys::presented_api_key(
@@ -35,24 +36,25 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .then_some(token.trim())
 }
 
-use herald_auth::keys::constant_time_eq;
-
 /// What a presented API key stands for: the configured admin key or an issued key.
 enum KeyHolder {
     Admin,
     Tenant(String),
 }
 
+/// Resolved by the broker's one resolver, as `/v1` resolves keys.
 fn key_holder(gw: &Gateway, headers: &HeaderMap) -> Option<KeyHolder> {
     let key = api_key(headers)?;
-    if constant_time_eq(key.as_bytes(), gw.admin_api_key.as_bytes()) {
-        return Some(KeyHolder::Admin);
+    let subject =
+        gw.broker
+            .security()
+            .subject_for_api_key(&gw.admin_api_key, key, String::new())?;
+    match (subject.trusted, subject.tenant) {
+        (true, _) => Some(KeyHolder::Admin),
+        (false, Some(t)) => Some(KeyHolder::Tenant(t)),
+        // Every key is an admin or a tenant key; a subject that is neither gets nothing.
+        (false, None) => None,
     }
-    let record = gw.broker.security().resolve_api_key(key)?;
-    Some(match record.tenant {
-        Some(t) => KeyHolder::Tenant(t),
-        None => KeyHolder::Admin,
-    })
 }
 
 fn is_admin(gw: &Gateway, headers: &HeaderMap) -> bool {
@@ -100,7 +102,7 @@ async fn caller(gw: &Gateway, headers: &HeaderMap, source: &str) -> Result<Calle
                 anonymous: false,
             })),
             Err(e) => {
-                gw.auth_failure("http", e.reason(), source);
+                gw.auth_failure("http", e.label(), source);
                 Err(http_error(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized",
@@ -136,7 +138,9 @@ fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::Unauthorized | ErrorCode::TokenExpired | ErrorCode::Expired => {
             StatusCode::UNAUTHORIZED
         }
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::MethodNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::AlreadySubscribed => StatusCode::CONFLICT,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -174,7 +178,7 @@ fn client_access(
     }
     match gw.command_allowed(who) {
         crate::limits::Verdict::Allow => Ok(()),
-        _ => {
+        crate::limits::Verdict::Limited | crate::limits::Verdict::Abuse => {
             let retry = gw
                 .limiter
                 .retry_after(&format!("u:{}", who.user))
@@ -680,7 +684,16 @@ async fn call(gw: &Arc<Gateway>, method: &str, params: Value) -> Option<Result<V
                     .remove(&p.channel)
                     .await
                     .map(|()| json!({}))
-                    .map_err(|_| ErrorCode::Internal),
+                    .map_err(|e| {
+                        // Both are the server's trouble, not the caller's; Centrifugo has one
+                        // code for them.
+                        tracing::warn!(channel = %p.channel, error = %e, "history_remove failed");
+                        match e {
+                            StreamError::Unavailable(_) | StreamError::Internal(_) => {
+                                ErrorCode::Internal
+                            }
+                        }
+                    }),
                 Err(code) => Err(code),
             },
             Err(e) => Err(e),

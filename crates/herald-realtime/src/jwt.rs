@@ -77,42 +77,69 @@ impl std::fmt::Debug for JwtConfig {
     }
 }
 
-/// Why a token was refused. `Invalid` messages start with their metrics label and a colon.
+/// Why a token was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     #[error("token expired")]
     Expired,
     #[error("invalid token: {0}")]
-    Invalid(String),
+    Invalid(InvalidToken),
+}
+
+/// What is wrong with an invalid token; the kind is the metrics label.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {detail}", kind.label())]
+pub struct InvalidToken {
+    pub kind: Invalid,
+    pub detail: String,
+}
+
+/// The kinds of invalid token, as counted in `auth_failures_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalid {
+    /// The signature does not verify, or the key cannot verify it.
+    BadSignature,
+    /// Not a well-formed JWT.
+    Malformed,
+    /// An algorithm this server does not accept for the token's key.
+    Algorithm,
+    /// A claim is missing, out of range or not allowed here.
+    Claims,
+    /// No key to verify the token with (no `kid`, or an unknown one).
+    NoKey,
+    /// The JWKS could not be fetched or read.
+    Jwks,
+}
+
+impl Invalid {
+    pub fn label(self) -> &'static str {
+        match self {
+            Invalid::BadSignature => "bad_signature",
+            Invalid::Malformed => "malformed",
+            Invalid::Algorithm => "algorithm",
+            Invalid::Claims => "claims",
+            Invalid::NoKey => "no_key",
+            Invalid::Jwks => "jwks",
+        }
+    }
 }
 
 impl TokenError {
     /// Short label for metrics: "expired", "bad_signature", "malformed", "algorithm", "claims",
     /// "no_key" or "jwks".
-    pub fn reason(&self) -> &'static str {
-        const LABELS: [&str; 6] = [
-            "bad_signature",
-            "malformed",
-            "algorithm",
-            "claims",
-            "no_key",
-            "jwks",
-        ];
+    pub fn label(&self) -> &'static str {
         match self {
             TokenError::Expired => "expired",
-            TokenError::Invalid(msg) => {
-                let label = msg.split(':').next().unwrap_or_default();
-                LABELS
-                    .into_iter()
-                    .find(|l| *l == label)
-                    .unwrap_or("malformed")
-            }
+            TokenError::Invalid(e) => e.kind.label(),
         }
     }
 }
 
-fn invalid(reason: &'static str, detail: impl std::fmt::Display) -> TokenError {
-    TokenError::Invalid(format!("{reason}: {detail}"))
+fn invalid(kind: Invalid, detail: impl std::fmt::Display) -> TokenError {
+    TokenError::Invalid(InvalidToken {
+        kind,
+        detail: detail.to_string(),
+    })
 }
 
 /// Per-channel options in a connection token's `subs` claim.
@@ -198,15 +225,15 @@ impl Jwks {
                 let mut last = self.last_fetch.lock().await;
                 if cached().is_none() && !last.is_some_and(|t| t.elapsed() < JWKS_REFETCH) {
                     *last = Some(Instant::now());
-                    let fresh = self.fetch().await.map_err(|e| invalid("jwks", e))?;
+                    let fresh = self.fetch().await.map_err(|e| invalid(Invalid::Jwks, e))?;
                     *self.keys.write() = fresh;
                 }
-                cached().ok_or_else(|| invalid("no_key", format!("unknown kid {kid:?}")))?
+                cached().ok_or_else(|| invalid(Invalid::NoKey, format!("unknown kid {kid:?}")))?
             }
         };
         if key.key.family() != alg.family() || key.alg.is_some_and(|a| a != alg) {
             return Err(invalid(
-                "algorithm",
+                Invalid::Algorithm,
                 format!("JWKS key {kid:?} does not allow {alg:?}"),
             ));
         }
@@ -379,7 +406,7 @@ impl Verifier {
         let c = self.verify(token).await?;
         if field::<String>(&c, "channel")?.is_some_and(|ch| !ch.is_empty()) {
             return Err(invalid(
-                "claims",
+                Invalid::Claims,
                 "a connection token must not carry `channel`",
             ));
         }
@@ -402,8 +429,8 @@ impl Verifier {
     pub async fn subscribe_claims(&self, token: &str) -> Result<SubscribeClaims, TokenError> {
         let c = self.verify(token).await?;
         let channel = field::<String>(&c, "channel")?.filter(|ch| !ch.is_empty());
-        let channel =
-            channel.ok_or_else(|| invalid("claims", "subscription token without `channel`"))?;
+        let channel = channel
+            .ok_or_else(|| invalid(Invalid::Claims, "subscription token without `channel`"))?;
         Ok(SubscribeClaims {
             channel,
             ..self.common(&c)?
@@ -418,7 +445,7 @@ impl Verifier {
             Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Some(n.to_string()),
             Some(_) => {
                 return Err(invalid(
-                    "claims",
+                    Invalid::Claims,
                     "the tenant claim must be a string or an integer",
                 ));
             }
@@ -429,7 +456,7 @@ impl Verifier {
             .is_some_and(|t| t.is_empty() || t.len() > 64 || !t.bytes().all(ok_byte))
         {
             return Err(invalid(
-                "claims",
+                Invalid::Claims,
                 "the tenant must match ^[A-Za-z0-9_-]{1,64}$",
             ));
         }
@@ -449,7 +476,7 @@ impl Verifier {
             .as_ref()
             .is_some_and(|b| STANDARD.decode(b).is_err())
         {
-            return Err(invalid("claims", "`b64info` is not valid base64"));
+            return Err(invalid(Invalid::Claims, "`b64info` is not valid base64"));
         }
         let (sub, info) = (field(c, "sub")?.unwrap_or_default(), field(c, "info")?);
         Ok(SubscribeClaims {
@@ -467,16 +494,19 @@ impl Verifier {
     /// Checks shape, algorithm, key, signature and registered claims; returns the payload.
     async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
-            return Err(invalid("malformed", "token larger than 16 KiB"));
+            return Err(invalid(Invalid::Malformed, "token larger than 16 KiB"));
         }
         let mut parts = token.split('.');
         let (Some(head), Some(payload), Some(_), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(invalid("malformed", "a JWT has three dot-separated parts"));
+            return Err(invalid(
+                Invalid::Malformed,
+                "a JWT has three dot-separated parts",
+            ));
         };
         if URL_SAFE_NO_PAD.decode(payload).is_err() {
-            return Err(invalid("malformed", "payload is not base64url"));
+            return Err(invalid(Invalid::Malformed, "payload is not base64url"));
         }
         #[derive(Deserialize)]
         struct Head {
@@ -486,14 +516,21 @@ impl Verifier {
         }
         let head = URL_SAFE_NO_PAD
             .decode(head)
-            .map_err(|e| invalid("malformed", format!("header: {e}")))?;
+            .map_err(|e| invalid(Invalid::Malformed, format!("header: {e}")))?;
         let head: Head = serde_json::from_slice(&head)
-            .map_err(|e| invalid("malformed", format!("header: {e}")))?;
+            .map_err(|e| invalid(Invalid::Malformed, format!("header: {e}")))?;
         if head.crit.is_some() {
-            return Err(invalid("malformed", "`crit` header is not supported"));
+            return Err(invalid(
+                Invalid::Malformed,
+                "`crit` header is not supported",
+            ));
         }
-        let alg = Algorithm::from_str(&head.alg)
-            .map_err(|_| invalid("algorithm", format!("{:?} is not accepted", head.alg)))?;
+        let alg = Algorithm::from_str(&head.alg).map_err(|_| {
+            invalid(
+                Invalid::Algorithm,
+                format!("{:?} is not accepted", head.alg),
+            )
+        })?;
         let jwks_key;
         let key = match (alg.family(), &self.jwks, head.kid.as_deref()) {
             (AlgorithmFamily::Hmac, ..) => self.hmac.as_ref(),
@@ -507,9 +544,12 @@ impl Verifier {
         };
         let key = key.ok_or_else(|| match (&self.jwks, alg.family()) {
             (Some(_), AlgorithmFamily::Rsa | AlgorithmFamily::Ec) => {
-                invalid("no_key", "token has no `kid` for the JWKS")
+                invalid(Invalid::NoKey, "token has no `kid` for the JWKS")
             }
-            _ => invalid("algorithm", format!("{alg:?} tokens are not accepted")),
+            _ => invalid(
+                Invalid::Algorithm,
+                format!("{alg:?} tokens are not accepted"),
+            ),
         })?;
         let mut v = Validation::new(alg);
         v.leeway = self.cfg.leeway_secs;
@@ -530,18 +570,22 @@ impl Verifier {
                 ErrorKind::InvalidSignature
                 | ErrorKind::InvalidRsaKey(_)
                 | ErrorKind::InvalidEcdsaKey
-                | ErrorKind::InvalidKeyFormat => invalid("bad_signature", e),
+                | ErrorKind::InvalidKeyFormat => invalid(Invalid::BadSignature, e),
                 ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    invalid("algorithm", e)
+                    invalid(Invalid::Algorithm, e)
                 }
                 ErrorKind::InvalidToken
                 | ErrorKind::Base64(_)
                 | ErrorKind::Json(_)
-                | ErrorKind::Utf8(_) => invalid("malformed", e),
-                _ => invalid("claims", e),
+                | ErrorKind::Utf8(_) => invalid(Invalid::Malformed, e),
+                _ => invalid(Invalid::Claims, e),
             })?;
-        serde_json::from_str(data.claims.get())
-            .map_err(|e| invalid("malformed", format!("payload is not a JSON object: {e}")))
+        serde_json::from_str(data.claims.get()).map_err(|e| {
+            invalid(
+                Invalid::Malformed,
+                format!("payload is not a JSON object: {e}"),
+            )
+        })
     }
 }
 
@@ -553,7 +597,7 @@ fn field<T: DeserializeOwned>(c: &Claims, name: &str) -> Result<Option<T>, Token
         None | Some("null") => Ok(None),
         Some(raw) => serde_json::from_str(raw)
             .map(Some)
-            .map_err(|e| invalid("claims", format!("`{name}`: {e}"))),
+            .map_err(|e| invalid(Invalid::Claims, format!("`{name}`: {e}"))),
     }
 }
 
@@ -566,7 +610,7 @@ fn num(c: &Claims, name: &str) -> Result<Option<i64>, TokenError> {
         .as_i64()
         .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64));
     secs.map(Some)
-        .ok_or_else(|| invalid("claims", format!("`{name}` is out of range")))
+        .ok_or_else(|| invalid(Invalid::Claims, format!("`{name}` is out of range")))
 }
 
 #[cfg(test)]
@@ -642,7 +686,7 @@ mod tests {
     async fn why(v: &Verifier, token: &str) -> &'static str {
         v.connect_claims(token)
             .await
-            .map_or_else(|e| e.reason(), |_| "ok")
+            .map_or_else(|e| e.label(), |_| "ok")
     }
 
     #[test]
@@ -877,7 +921,7 @@ mod tests {
             json!({"channel": 5}),
         ] {
             assert_eq!(
-                v.subscribe_claims(&hs(bad)).await.unwrap_err().reason(),
+                v.subscribe_claims(&hs(bad)).await.unwrap_err().label(),
                 "claims"
             );
         }
@@ -921,14 +965,14 @@ mod tests {
             &"a".repeat(65),
         ] {
             assert_eq!(
-                c(json!({"tenant_id": bad})).await.unwrap_err().reason(),
+                c(json!({"tenant_id": bad})).await.unwrap_err().label(),
                 "claims",
                 "{bad:?}"
             );
         }
         for bad in [json!(1.5), json!(true), json!(["a"]), json!({})] {
             assert_eq!(
-                c(json!({"tenant_id": bad})).await.unwrap_err().reason(),
+                c(json!({"tenant_id": bad})).await.unwrap_err().label(),
                 "claims"
             );
         }
@@ -939,7 +983,7 @@ mod tests {
         );
         assert!(c(json!({"roles": null})).await.unwrap().roles.is_empty());
         assert_eq!(
-            c(json!({"roles": [1]})).await.unwrap_err().reason(),
+            c(json!({"roles": [1]})).await.unwrap_err().label(),
             "claims"
         );
         let s = v

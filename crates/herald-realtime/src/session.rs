@@ -137,7 +137,7 @@ impl Session {
     }
 
     fn token_failure(&self, id: u32, e: &TokenError) -> Outcome {
-        self.auth_failure(e.reason());
+        self.auth_failure(e.label());
         match e {
             TokenError::Expired => self.fail(id, ErrorCode::TokenExpired),
             TokenError::Invalid(msg) => {
@@ -494,7 +494,7 @@ impl Session {
                     return self.fail(id, ErrorCode::TokenExpired);
                 }
                 Err(e) => {
-                    self.auth_failure(e.reason());
+                    self.auth_failure(e.label());
                     return self.fail(id, ErrorCode::PermissionDenied);
                 }
             }
@@ -754,7 +754,7 @@ impl Session {
                 return self.fail(id, ErrorCode::TokenExpired);
             }
             Err(e) => {
-                self.auth_failure(e.reason());
+                self.auth_failure(e.label());
                 return self.fail(id, ErrorCode::PermissionDenied);
             }
         };

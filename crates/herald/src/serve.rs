@@ -135,6 +135,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             groups: cfg.groups.coordinator(),
             superusers: cfg.security.superusers.clone(),
             quotas: cfg.quotas.clone(),
+            scram_unknown_user_secret: Some(
+                stored_secret(&cfg.data_dir, "scram-secret", "")?
+                    .0
+                    .into_bytes(),
+            ),
         },
     )?);
 
@@ -166,17 +171,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let _routes = gateway
         .start_routes()
         .map_err(|e| anyhow::anyhow!("realtime routes: {e}"))?;
-    let router = herald_http::router(HttpState {
-        broker: Arc::clone(&broker),
-        admin_api_key: admin_key.clone(),
-        render_metrics: Box::new(move || prometheus.render()),
-        limits: HttpLimits {
-            max_body_bytes: cfg.http.max_body_bytes,
-            max_events_per_request: cfg.http.max_events_per_request,
-            ..HttpLimits::default()
+    let router = herald_http::router(
+        HttpState {
+            broker: Arc::clone(&broker),
+            admin_api_key: admin_key.clone(),
+            render_metrics: Box::new(move || prometheus.render()),
+            limits: HttpLimits {
+                max_body_bytes: cfg.http.max_body_bytes,
+                max_events_per_request: cfg.http.max_events_per_request,
+                ..HttpLimits::default()
+            },
         },
-    })
-    .merge(gateway.router());
+        gateway.router(),
+    );
 
     let kafka_ctx = Arc::new(herald_kafka::KafkaContext::new(
         Arc::clone(&broker),

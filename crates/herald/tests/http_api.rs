@@ -628,3 +628,98 @@ async fn topic_cli_creates_describes_alters_produces_and_deletes() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
+
+/// A 404 or 409 names what is missing or already there, so a client can tell a missing topic
+/// from a missing group, user, key or tenant without reading the message.
+#[tokio::test]
+async fn not_found_and_conflict_say_what() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], &[]);
+    let client = server.client();
+    let call = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut r = client
+            .request(method, format!("{}{path}", server.url))
+            .header("X-API-Key", &server.key);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            (
+                status,
+                body["error"]["code"].as_str().unwrap_or("").to_owned(),
+            )
+        }
+    };
+    use reqwest::Method;
+    let topic = "smarteros.t1.shop.order_created";
+    let cases = [
+        (
+            Method::GET,
+            format!("/v1/topics/{topic}"),
+            404,
+            "topic_not_found",
+        ),
+        (
+            Method::GET,
+            "/v1/groups/never-seen".to_owned(),
+            404,
+            "group_not_found",
+        ),
+        (
+            Method::DELETE,
+            "/v1/users/nobody".to_owned(),
+            404,
+            "user_not_found",
+        ),
+        (
+            Method::DELETE,
+            "/v1/api-keys/nokey".to_owned(),
+            404,
+            "api_key_not_found",
+        ),
+        (
+            Method::GET,
+            "/v1/tenants/t9".to_owned(),
+            404,
+            "tenant_not_found",
+        ),
+        (
+            Method::DELETE,
+            "/v1/tenants/t9".to_owned(),
+            404,
+            "tenant_not_found",
+        ),
+    ];
+    for (method, path, status, code) in cases {
+        assert_eq!(
+            call(method.clone(), &path, None).await,
+            (status, code.to_owned()),
+            "{method} {path}"
+        );
+    }
+    let (s, _) = call(Method::POST, "/v1/topics", Some(json!({"name": topic}))).await;
+    assert_eq!(s, 201);
+    assert_eq!(
+        call(Method::POST, "/v1/topics", Some(json!({"name": topic}))).await,
+        (409, "topic_exists".to_owned())
+    );
+    assert_eq!(
+        call(
+            Method::GET,
+            &format!("/v1/topics/{topic}/events?partition=7"),
+            None
+        )
+        .await,
+        (404, "partition_not_found".to_owned())
+    );
+    let (s, _) = call(Method::POST, "/v1/tenants", Some(json!({"id": "t9"}))).await;
+    assert_eq!(s, 201);
+    assert_eq!(
+        call(Method::POST, "/v1/tenants", Some(json!({"id": "t9"}))).await,
+        (409, "tenant_exists".to_owned())
+    );
+    server.stop();
+}

@@ -418,3 +418,185 @@ async fn request_quotas_answer_429_with_retry_after() {
     }
     server.stop();
 }
+
+/// The salt and iteration count SCRAM-SHA-256 answers for `user` on a SASL listener:
+/// SaslHandshake, then the client-first-message in SaslAuthenticate.
+async fn scram_first_answer(addr: &str, user: &str) -> (String, String) {
+    use kafka_protocol::messages::{
+        ApiKey, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
+        SaslHandshakeRequest, SaslHandshakeResponse,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn call<Req: Encodable, Resp: Decodable>(
+        s: &mut tokio::net::TcpStream,
+        api: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Resp {
+        let mut buf = bytes::BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(1)
+            .with_client_id(Some(StrBytes::from_static_str("herald-test")))
+            .encode(&mut buf, api.request_header_version(version))
+            .unwrap();
+        req.encode(&mut buf, version).unwrap();
+        s.write_all(&(buf.len() as i32).to_be_bytes())
+            .await
+            .unwrap();
+        s.write_all(&buf).await.unwrap();
+        let len = s.read_i32().await.unwrap();
+        let mut body = vec![0u8; len as usize];
+        s.read_exact(&mut body).await.unwrap();
+        let mut b = bytes::Bytes::from(body);
+        ResponseHeader::decode(&mut b, api.response_header_version(version)).unwrap();
+        Resp::decode(&mut b, version).unwrap()
+    }
+
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let hs: SaslHandshakeResponse = call(
+        &mut s,
+        ApiKey::SaslHandshake,
+        1,
+        &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("SCRAM-SHA-256")),
+    )
+    .await;
+    assert_eq!(hs.error_code, 0);
+    let first: SaslAuthenticateResponse = call(
+        &mut s,
+        ApiKey::SaslAuthenticate,
+        1,
+        &SaslAuthenticateRequest::default().with_auth_bytes(bytes::Bytes::from(format!(
+            "n,,n={user},r=clientnonce0123456789"
+        ))),
+    )
+    .await;
+    assert_eq!(first.error_code, 0, "{:?}", first.error_message);
+    let text = String::from_utf8(first.auth_bytes.to_vec()).unwrap();
+    let attr = |name: &str| {
+        text.split(',')
+            .find_map(|a| a.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {text:?}"))
+            .to_owned()
+    };
+    (attr("s="), attr("i="))
+}
+
+fn kafka_listener(server: &Server, name: &str) -> String {
+    server
+        .stdout_lines
+        .iter()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("Kafka") && w.next() == Some(name))
+                .then(|| w.next().map(str::to_owned))
+        })
+        .flatten()
+        .unwrap_or_else(|| panic!("no Kafka {name} line in {:?}", server.stdout_lines))
+}
+
+/// A restart must not change what SCRAM answers for a user that does not exist: if the fake
+/// salt changed while real users' salts stay, comparing answers across a restart would tell
+/// which users exist.
+#[tokio::test]
+async fn scram_answers_unknown_users_the_same_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--kafka-listener", "SASL=SASL_PLAINTEXT://127.0.0.1:0"];
+    let envs = [("HERALD_ADMIN_API_KEY", ADMIN)];
+    let server = Server::start(dir.path(), &args, &envs);
+    let addr = kafka_listener(&server, "SASL");
+    let before = scram_first_answer(&addr, "nobody-here").await;
+    assert_eq!(
+        before,
+        scram_first_answer(&addr, "nobody-here").await,
+        "stable within a process"
+    );
+    let other = scram_first_answer(&addr, "someone-else").await;
+    assert_ne!(before.0, other.0, "each unknown user has its own salt");
+    server.stop();
+
+    let server = Server::start(dir.path(), &args, &envs);
+    let addr = kafka_listener(&server, "SASL");
+    assert_eq!(scram_first_answer(&addr, "nobody-here").await, before);
+    server.stop();
+}
+
+/// The gateway's routes (Centrifugo's server API under `/api`) sit behind the same HTTP layers
+/// as `/v1`: an API key is the same subject on both, with one request quota between them.
+#[tokio::test]
+async fn api_keys_are_one_subject_with_one_quota_on_v1_and_api() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("herald.toml");
+    std::fs::write(
+        &config,
+        "[quotas.defaults]\nhttp_request_rate = 1000\n[quotas.users.admin]\nhttp_request_rate = 2\n[quotas.tenants.slow]\nhttp_request_rate = 1\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+        &[("HERALD_ADMIN_API_KEY", ADMIN)],
+    );
+    let slow = tenant_create(&server, "slow");
+    let tenant_key = slow["api_key"].as_str().unwrap();
+    let (s, issued, _) = call(
+        &server,
+        Method::POST,
+        ADMIN,
+        "/v1/api-keys",
+        Some(json!({"name": "ops"}).to_string()),
+    )
+    .await;
+    assert_eq!(s, 201, "{issued}");
+    let issued = issued["key"].as_str().unwrap().to_owned();
+    // Let the admin's bucket (2 requests a second) fill up again after the setup.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    // The configured admin key: the server API is held to User:admin's quota.
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..10 {
+        let (s, body, headers) = call(&server, Method::POST, ADMIN, "/api/info", None).await;
+        if s == 429 {
+            limited = Some((body, headers));
+        }
+        statuses.push(s);
+    }
+    assert_eq!(&statuses[..2], [200, 200], "{statuses:?}");
+    let (body, headers) = limited.unwrap_or_else(|| panic!("no 429 on /api: {statuses:?}"));
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert!(headers.contains_key("retry-after"));
+
+    // A tenant key spends one budget on /v1 and /api (a request a second): once /v1 has used
+    // it up, /api is refused too. (Three tries, as a token may come back between requests.)
+    let mut v1 = Vec::new();
+    while v1.last() != Some(&429) && v1.len() < 20 {
+        v1.push(
+            call(&server, Method::GET, tenant_key, "/v1/topics", None)
+                .await
+                .0,
+        );
+    }
+    assert_eq!(v1.last(), Some(&429), "{v1:?}");
+    let mut api = Vec::new();
+    for _ in 0..3 {
+        api.push(
+            call(&server, Method::POST, tenant_key, "/api/info", None)
+                .await
+                .0,
+        );
+    }
+    assert!(api.contains(&429), "{api:?}");
+
+    // An issued admin key is an admin on both.
+    let (s, body, _) = call(&server, Method::GET, &issued, "/v1/topics", None).await;
+    assert_eq!(s, 200, "{body}");
+    let (s, body, _) = call(&server, Method::POST, &issued, "/api/info", None).await;
+    assert_eq!(s, 200, "{body}");
+    assert!(body["result"]["nodes"].is_array(), "{body}");
+    server.stop();
+}
