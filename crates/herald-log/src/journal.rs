@@ -5,9 +5,6 @@
 //! kept open for reading; their number grows with data volume, not with topics.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,6 +12,7 @@ use parking_lot::RwLock;
 
 use crate::error::{LogError, Result};
 use crate::frame::{self, Decoded, Header};
+use crate::fs::{Fs, FsFile};
 
 const SUFFIX: &str = ".hjl";
 
@@ -23,20 +21,14 @@ pub fn segment_path(dir: &Path, start: u64) -> PathBuf {
 }
 
 /// fsync of a directory, so that a created, renamed or removed file is durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| LogError::io(dir.display(), e))
+pub fn sync_dir(fs: &dyn Fs, dir: &Path) -> Result<()> {
+    fs.sync_dir(dir).map_err(|e| LogError::io(dir.display(), e))
 }
 
 /// Lists segment start positions in a journal directory, ascending.
-pub fn list_segments(dir: &Path) -> Result<Vec<u64>> {
+pub fn list_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<u64>> {
     let mut out = Vec::new();
-    let rd = fs::read_dir(dir).map_err(|e| LogError::io(dir.display(), e))?;
-    for entry in rd {
-        let entry = entry.map_err(|e| LogError::io(dir.display(), e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in fs.list(dir).map_err(|e| LogError::io(dir.display(), e))? {
         if let Some(stem) = name.strip_suffix(SUFFIX)
             && let Ok(start) = stem.parse::<u64>()
         {
@@ -50,11 +42,11 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>> {
 /// The set of segments readers can read from.
 #[derive(Default)]
 pub struct Segments {
-    files: RwLock<BTreeMap<u64, Arc<File>>>,
+    files: RwLock<BTreeMap<u64, Arc<dyn FsFile>>>,
 }
 
 impl Segments {
-    pub fn insert(&self, start: u64, file: Arc<File>) {
+    pub fn insert(&self, start: u64, file: Arc<dyn FsFile>) {
         self.files.write().insert(start, file);
     }
 
@@ -108,8 +100,9 @@ impl Segments {
 
 /// The single writer of the journal: appends to the newest segment and rolls to a new one.
 pub struct Writer {
+    fs: Arc<dyn Fs>,
     dir: PathBuf,
-    file: Arc<File>,
+    file: Arc<dyn FsFile>,
     start: u64,
     len: u64,
     segment_bytes: u64,
@@ -118,6 +111,7 @@ pub struct Writer {
 impl Writer {
     /// Opens (or creates) the segment starting at `start` for appending at `len`.
     pub fn open(
+        fs: &Arc<dyn Fs>,
         dir: &Path,
         start: u64,
         len: u64,
@@ -125,31 +119,23 @@ impl Writer {
         segments: &Segments,
     ) -> Result<Writer> {
         let path = segment_path(dir, start);
-        let created = !path.exists();
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .write(true)
-            .truncate(false)
-            .open(&path)
+        let (file, created) = fs
+            .open(&path, true)
             .map_err(|e| LogError::io(path.display(), e))?;
-        let on_disk = file
-            .metadata()
-            .map_err(|e| LogError::io(path.display(), e))?
-            .len();
+        let on_disk = file.size().map_err(|e| LogError::io(path.display(), e))?;
         if on_disk > len {
             // A torn tail found by recovery: cut it off so that it can never be read.
             file.set_len(len)
                 .map_err(|e| LogError::io(path.display(), e))?;
-            file.sync_all()
+            file.sync_data()
                 .map_err(|e| LogError::io(path.display(), e))?;
         }
         if created {
-            sync_dir(dir)?;
+            sync_dir(fs.as_ref(), dir)?;
         }
-        let file = Arc::new(file);
         segments.insert(start, Arc::clone(&file));
         Ok(Writer {
+            fs: Arc::clone(fs),
             dir: dir.to_path_buf(),
             file,
             start,
@@ -188,7 +174,14 @@ impl Writer {
         if self.len < self.segment_bytes {
             return Ok(false);
         }
-        let next = Writer::open(&self.dir, self.position(), 0, self.segment_bytes, segments)?;
+        let next = Writer::open(
+            &self.fs,
+            &self.dir,
+            self.position(),
+            0,
+            self.segment_bytes,
+            segments,
+        )?;
         *self = next;
         Ok(true)
     }
@@ -205,17 +198,21 @@ pub struct Scanned<'a> {
 /// frame. Returns the global position just past the last intact frame; anything after it is a
 /// torn or never-completed write.
 pub fn scan_segment(
+    fs: &dyn Fs,
     dir: &Path,
     start: u64,
     from: u64,
     mut f: impl FnMut(Scanned<'_>) -> Result<()>,
 ) -> Result<u64> {
     let path = segment_path(dir, start);
-    let mut file = File::open(&path).map_err(|e| LogError::io(path.display(), e))?;
-    let mut data = Vec::new();
+    let (file, _) = fs
+        .open(&path, false)
+        .map_err(|e| LogError::io(path.display(), e))?;
+    let len = file.size().map_err(|e| LogError::io(path.display(), e))?;
     // Recovery reads only what was written since the last checkpoint; segments are bounded in
     // size, so reading one whole segment into memory is bounded too.
-    file.read_to_end(&mut data)
+    let mut data = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
+    file.read_exact_at(&mut data, 0)
         .map_err(|e| LogError::io(path.display(), e))?;
     let mut at = usize::try_from(from.saturating_sub(start)).unwrap_or(usize::MAX);
     loop {
@@ -240,8 +237,9 @@ pub fn scan_segment(
     Ok(start + at as u64)
 }
 
-pub fn remove_segment(dir: &Path, start: u64) -> Result<()> {
+pub fn remove_segment(fs: &dyn Fs, dir: &Path, start: u64) -> Result<()> {
     let path = segment_path(dir, start);
-    fs::remove_file(&path).map_err(|e| LogError::io(path.display(), e))?;
-    sync_dir(dir)
+    fs.remove(&path)
+        .map_err(|e| LogError::io(path.display(), e))?;
+    sync_dir(fs, dir)
 }

@@ -22,9 +22,11 @@ pub mod batch;
 mod codec;
 mod error;
 pub mod frame;
+pub mod fs;
 mod journal;
 mod log;
 mod producer;
+pub mod simfs;
 mod store;
 
 pub use batch::Record;

@@ -8,7 +8,7 @@ use std::time::Instant;
 use redb::ReadableTable;
 
 use crate::error::{LogError, Result};
-use crate::journal::{self};
+use crate::journal;
 use crate::store::{BATCHES, IndexEntry, SEGS, TIMES};
 
 use super::{Inner, Op, Partition, TopicConfig, now_ms};
@@ -195,7 +195,7 @@ impl Inner {
         }
         for seg in dead {
             self.segments.remove(seg);
-            journal::remove_segment(&self.journal_dir, seg)?;
+            journal::remove_segment(self.fs(), &self.journal_dir, seg)?;
             tracing::debug!(segment = seg, "reclaimed journal segment");
         }
         Ok(())

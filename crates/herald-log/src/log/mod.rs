@@ -50,6 +50,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::batch;
 use crate::error::{LogError, Result};
 use crate::frame::{self, IdemKey};
+use crate::fs::{Fs, StdFs};
 use crate::journal::{self, Segments};
 use crate::producer::Producers;
 use crate::store::{self, IndexEntry, TopicRecord};
@@ -90,6 +91,8 @@ pub struct LogOptions {
     pub retention_check_interval: Duration,
     /// `retention.ms` of topics that do not set their own; `None` keeps records forever.
     pub default_retention_ms: Option<i64>,
+    /// The file system holding `dir`: the real one, or a simulated one in tests.
+    pub fs: Arc<dyn Fs>,
 }
 
 impl LogOptions {
@@ -106,6 +109,7 @@ impl LogOptions {
             idempotency_max_keys: 1_000_000,
             retention_check_interval: Duration::from_secs(60),
             default_retention_ms: None,
+            fs: Arc::new(StdFs),
         }
     }
 }
@@ -310,6 +314,12 @@ fn shutdown(inner: &Inner, handles: &Mutex<Vec<JoinHandle<()>>>) -> Result<()> {
     Ok(())
 }
 
+impl Inner {
+    fn fs(&self) -> &dyn Fs {
+        self.opts.fs.as_ref()
+    }
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -322,11 +332,22 @@ impl Log {
     /// holds past the last checkpoint.
     pub fn open(opts: LogOptions) -> Result<Log> {
         let journal_dir = opts.dir.join("journal");
-        std::fs::create_dir_all(&journal_dir)
+        let fs = Arc::clone(&opts.fs);
+        fs.create_dir_all(&journal_dir)
             .map_err(|e| LogError::io(journal_dir.display(), e))?;
-        journal::sync_dir(&opts.dir)?;
+        // The data directory may have just been created: its own entry must be durable too.
+        // Best effort, as the parent may not be readable by Herald's user.
+        if let Some(parent) = opts.dir.parent().filter(|p| !p.as_os_str().is_empty())
+            && let Err(e) = fs.sync_dir(parent)
+        {
+            tracing::debug!(error = %e, dir = %parent.display(), "could not fsync the data directory's parent");
+        }
         let db_path = opts.dir.join("index.redb");
-        let db = redb::Database::create(&db_path)?;
+        let db = fs.open_index(&db_path)?;
+        // After creating the index file, so that its directory entry survives a power cut:
+        // without the index, recovery would start from a journal whose oldest segments were
+        // already reclaimed.
+        journal::sync_dir(fs.as_ref(), &opts.dir)?;
         store::init(&db)?;
 
         let inner = Arc::new(Inner {

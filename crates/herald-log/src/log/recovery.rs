@@ -8,6 +8,7 @@ use std::time::Instant;
 use crate::batch::BatchHeader;
 use crate::error::{LogError, Result};
 use crate::frame::{self, Kind};
+use crate::fs::FsFile;
 use crate::journal::{self, Writer};
 use crate::store::{
     self, IDEM, IdemRecord, IndexEntry, META_CHECKPOINT, META_NEXT_STREAM, PARTS, PartRecord, SEGS,
@@ -71,7 +72,7 @@ impl Inner {
             }
         }
 
-        let segs = journal::list_segments(&self.journal_dir)?;
+        let segs = journal::list_segments(self.fs(), &self.journal_dir)?;
         let mut replayed = 0u64;
         let mut end = ckpt;
         let mut writer_seg = segs.iter().copied().rfind(|s| *s <= ckpt).unwrap_or(ckpt);
@@ -83,15 +84,13 @@ impl Inner {
                 continue;
             }
             let from = ckpt.max(seg);
-            let valid_end = journal::scan_segment(&self.journal_dir, seg, from, |s| {
+            let valid_end = journal::scan_segment(self.fs(), &self.journal_dir, seg, from, |s| {
                 replayed += 1;
                 self.replay(seg, s.position, &s.header, s.frame)
             })?;
             end = valid_end;
             writer_seg = seg;
-            let file_len = std::fs::metadata(journal::segment_path(&self.journal_dir, seg))
-                .map(|m| m.len())
-                .unwrap_or(0);
+            let file_len = self.open_ro(seg)?.size().unwrap_or(0);
             if Some(seg) != last {
                 if seg + file_len != valid_end {
                     return Err(LogError::Corrupt {
@@ -114,6 +113,7 @@ impl Inner {
             }
         }
         let writer = Writer::open(
+            &self.opts.fs,
             &self.journal_dir,
             writer_seg,
             end - writer_seg,
@@ -133,10 +133,11 @@ impl Inner {
         Ok(writer)
     }
 
-    pub(super) fn open_ro(&self, seg: u64) -> Result<Arc<std::fs::File>> {
+    pub(super) fn open_ro(&self, seg: u64) -> Result<Arc<dyn FsFile>> {
         let path = journal::segment_path(&self.journal_dir, seg);
-        std::fs::File::open(&path)
-            .map(Arc::new)
+        self.fs()
+            .open(&path, false)
+            .map(|(f, _)| f)
             .map_err(|e| LogError::io(path.display(), e))
     }
 
