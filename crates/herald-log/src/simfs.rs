@@ -192,6 +192,7 @@ struct Shared {
     state: State,
     events: Vec<Event>,
     capacity: Option<u64>,
+    refused: u64,
 }
 
 /// The simulated file system. Cheap to clone; clones share one state.
@@ -227,6 +228,11 @@ impl SimFs {
         self.shared.lock().state.used()
     }
 
+    /// How many writes and allocations were refused for lack of space.
+    pub fn refused(&self) -> u64 {
+        self.shared.lock().refused
+    }
+
     /// Operations recorded so far; a cut at this step loses nothing that was synced.
     pub fn steps(&self) -> usize {
         self.shared.lock().events.len()
@@ -249,6 +255,7 @@ impl SimFs {
                 state: state.cut(&mut rng),
                 events: Vec::new(),
                 capacity: None,
+                refused: 0,
             })),
         }
     }
@@ -357,7 +364,7 @@ impl SimFile {
 
     /// Refuses growth past the capacity.
     fn check_room(&self, new_len: u64) -> io::Result<()> {
-        let s = self.fs.shared.lock();
+        let mut s = self.fs.shared.lock();
         let Some(cap) = s.capacity else {
             return Ok(());
         };
@@ -366,6 +373,7 @@ impl SimFile {
         };
         let now = (n.data.len() as u64).max(n.allocated);
         if new_len > now && s.state.used() + (new_len - now) > cap {
+            s.refused += 1;
             return Err(full());
         }
         Ok(())

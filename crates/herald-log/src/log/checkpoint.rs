@@ -44,6 +44,17 @@ impl Inner {
                 std::mem::take(&mut idem.expired),
             )
         };
+        // Should this checkpoint fail, the next one must still write what was taken here, or
+        // it would record a journal position past index entries it never wrote.
+        let mut undo = Undo {
+            armed: true,
+            inner: self,
+            streams: streams.clone(),
+            topics: topics.clone(),
+            deleted: deleted.clone(),
+            segs: segs.clone(),
+            fresh: fresh_keys.clone(),
+        };
         let mut moved: Vec<(Arc<Partition>, u64)> = Vec::new();
         let mut still_dirty: Vec<u64> = Vec::new();
         let mut fresh_later: Vec<Vec<u8>> = Vec::new();
@@ -159,6 +170,7 @@ impl Inner {
             meta.insert(META_NEXT_STREAM, &next_stream.to_le_bytes()[..])?;
         }
         wtx.commit()?;
+        undo.armed = false;
         self.checkpointed.store(pos, Ordering::SeqCst);
         for (part, n) in moved {
             let mut s = part.state.lock();
@@ -171,5 +183,30 @@ impl Inner {
         self.dirty_streams.lock().extend(still_dirty);
         self.idem.lock().fresh.extend(fresh_later);
         Ok(())
+    }
+}
+
+/// Puts back what a failed checkpoint took from the dirty sets.
+struct Undo<'a> {
+    armed: bool,
+    inner: &'a Inner,
+    streams: Vec<u64>,
+    topics: Vec<String>,
+    deleted: Vec<u64>,
+    segs: Vec<u64>,
+    fresh: Vec<Vec<u8>>,
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let i = self.inner;
+        i.dirty_streams.lock().extend(self.streams.drain(..));
+        i.dirty_topics.lock().extend(self.topics.drain(..));
+        i.deleted_streams.lock().append(&mut self.deleted);
+        i.dirty_segs.lock().extend(self.segs.drain(..));
+        i.idem.lock().fresh.append(&mut self.fresh);
     }
 }

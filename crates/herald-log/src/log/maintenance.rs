@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use redb::ReadableTable;
 
@@ -21,7 +21,13 @@ impl Inner {
                 let (lock, cv) = &self.ckpt_signal;
                 let mut flag = lock.lock();
                 if !*flag {
-                    cv.wait_for(&mut flag, self.opts.checkpoint_interval);
+                    // On a full disk, check every second whether space came back.
+                    let wait = if self.space.full.load(Ordering::SeqCst) {
+                        self.opts.checkpoint_interval.min(Duration::from_secs(1))
+                    } else {
+                        self.opts.checkpoint_interval
+                    };
+                    cv.wait_for(&mut flag, wait);
                 }
                 *flag = false;
             }
@@ -31,16 +37,19 @@ impl Inner {
             if self.poisoned.lock().is_some() {
                 continue;
             }
-            if let Err(e) = self.checkpoint() {
+            if let Err(e) = self.checkpoint_or_heal() {
                 tracing::warn!(error = %e, "checkpoint failed; will retry");
                 continue;
+            }
+            if let Err(e) = self.heal_space() {
+                tracing::warn!(error = %e, "segment reclamation failed");
             }
             if last_retention.elapsed() >= self.opts.retention_check_interval {
                 last_retention = Instant::now();
                 if let Err(e) = self.enforce_retention() {
                     tracing::warn!(error = %e, "retention pass failed");
                 }
-                if let Err(e) = self.reclaim() {
+                if let Err(e) = self.reclaim_one_at_a_time() {
                     tracing::warn!(error = %e, "segment reclamation failed");
                 }
             }

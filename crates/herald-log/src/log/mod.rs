@@ -8,13 +8,15 @@
 //! - `recovery`: loading the checkpoint and replaying the journal after it;
 //! - `maintenance`: the maintenance thread, retention and segment reclamation;
 //! - `idem`: the idempotency-key table;
+//! - `space`: refusing writes on a full disk, the space reserve, healing once space is freed;
 //! - `catalog`: installing and growing topics in the in-memory catalog.
 //!
 //! # Lock order
 //!
 //! A thread that holds a lock may only take locks further down this list:
 //!
-//! 1. `Inner::ckpt_lock` (one checkpoint at a time);
+//! 1. `Inner::ckpt_lock` (one checkpoint at a time), or the space module's reclamation lock
+//!    (one reclamation at a time) — never both;
 //! 2. `Inner::catalog_commit` (write-held by the writer around a group with catalog changes,
 //!    read-held by a checkpoint);
 //! 3. a redb write transaction (checkpoint, reclamation; redb runs one at a time);
@@ -25,7 +27,10 @@
 //!
 //! `Inner::queue` may be held while taking `Inner::poisoned` (refusing an operation), never
 //! the reverse. `Inner::dirty_segs`, `dirty_streams`, `dirty_topics`, `deleted_streams`, the
-//! `ckpt_signal` mutex and `Segments`' map are leaves: nothing is taken while holding them.
+//! `ckpt_signal` mutex, `Segments`' map, the space reserve's mutex (`space::Space`, taken by
+//! the writer's space check inside a partition's state) and the index handle's lock
+//! (`store::Db`, held only to begin a transaction or to reopen) are leaves: nothing is taken
+//! while holding them.
 //! One exception: recovery's `replay` takes `seg_stats` inside a partition's state; it runs in
 //! `Log::open` before any other thread of the log exists, so it cannot deadlock.
 
@@ -35,6 +40,7 @@ mod idem;
 mod maintenance;
 mod read;
 mod recovery;
+mod space;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -234,7 +240,7 @@ struct Queue {
 struct Inner {
     opts: LogOptions,
     journal_dir: PathBuf,
-    db: redb::Database,
+    db: store::Db,
     segments: Segments,
     catalog: RwLock<Catalog>,
     queue: Mutex<Queue>,
@@ -260,6 +266,7 @@ struct Inner {
     /// read-held by checkpoints.
     catalog_commit: RwLock<()>,
     ckpt_lock: Mutex<()>,
+    space: space::Space,
 }
 
 /// The embedded durable log. Cheap to clone; all clones share one writer.
@@ -309,7 +316,7 @@ fn shutdown(inner: &Inner, handles: &Mutex<Vec<JoinHandle<()>>>) -> Result<()> {
         }
     }
     if inner.poisoned.lock().is_none() {
-        inner.checkpoint()?;
+        inner.checkpoint_or_heal()?;
     }
     Ok(())
 }
@@ -343,7 +350,7 @@ impl Log {
             tracing::debug!(error = %e, dir = %parent.display(), "could not fsync the data directory's parent");
         }
         let db_path = opts.dir.join("index.redb");
-        let db = fs.open_index(&db_path)?;
+        let db = store::Db::open(Arc::clone(&fs), db_path)?;
         // After creating the index file, so that its directory entry survives a power cut:
         // without the index, recovery would start from a journal whose oldest segments were
         // already reclaimed.
@@ -371,9 +378,11 @@ impl Log {
             ckpt_signal: (Mutex::new(false), Condvar::new()),
             ckpt_lock: Mutex::new(()),
             catalog_commit: RwLock::new(()),
+            space: space::Space::default(),
             opts,
         });
         let writer = inner.recover()?;
+        inner.restore_ballast(true);
 
         let mut threads = Vec::new();
         // Acknowledgements run on their own thread: waking the callers of a group is then off
@@ -655,14 +664,14 @@ impl Log {
 
     /// Runs retention and reclamation now instead of at the next interval.
     pub fn run_maintenance(&self) -> Result<()> {
-        self.inner.checkpoint()?;
+        self.inner.checkpoint_or_heal()?;
         self.inner.enforce_retention()?;
-        self.inner.reclaim()
+        self.inner.reclaim_one_at_a_time()
     }
 
     /// Takes a checkpoint now.
     pub fn checkpoint(&self) -> Result<()> {
-        self.inner.checkpoint()
+        self.inner.checkpoint_or_heal()
     }
 
     /// Stops accepting work, writes what is queued, takes a final checkpoint and joins the

@@ -2,7 +2,6 @@
 //! timestamp lookups.
 
 use bytes::Bytes;
-use redb::ReadableDatabase;
 
 use crate::batch::{self, BatchHeader};
 use crate::error::{LogError, Result};

@@ -188,7 +188,7 @@ impl Inner {
                 if matches!(op, Op::Sync { .. }) {
                     need_sync = true;
                 }
-                completions.push(self.stage(op, start_pos, &mut buf));
+                completions.push(self.stage(op, start_pos, &mut buf, &mut writer));
             }
             if let Some(reason) = self.poisoned.lock().clone() {
                 for c in completions {
@@ -229,6 +229,11 @@ impl Inner {
                 }
             }
             drop(commit_guard);
+            if self.space.reclaim_due.load(Ordering::SeqCst) {
+                let (lock, cv) = &self.ckpt_signal;
+                *lock.lock() = true;
+                cv.notify_all();
+            }
             if !unsynced {
                 match writer.maybe_roll(&self.segments) {
                     Ok(_) => {}
@@ -268,7 +273,13 @@ impl Inner {
     /// Turns one operation into journal bytes in `buf` and the completion to run once the
     /// bytes are durable. Catalog changes take effect here so that later operations in the same
     /// group see them.
-    pub(super) fn stage(&self, op: Op, start_pos: u64, buf: &mut Vec<u8>) -> Completion {
+    pub(super) fn stage(
+        &self,
+        op: Op,
+        start_pos: u64,
+        buf: &mut Vec<u8>,
+        writer: &mut Writer,
+    ) -> Completion {
         match op {
             Op::Append {
                 topic,
@@ -314,6 +325,8 @@ impl Inner {
                 let count = u64::from(header.last_offset_delta.unsigned_abs()) + 1;
                 let idempotent = header.producer_id >= 0 && header.base_sequence >= 0;
                 let records = u32::try_from(header.record_count).unwrap_or(0);
+                let idem_bytes = frame::encode_idem(&keys);
+                let frame_len = frame::HEADER_LEN + idem_bytes.len() + batch.len();
                 let (base, cum) = {
                     let mut s = part.state.lock();
                     if idempotent {
@@ -345,6 +358,10 @@ impl Inner {
                             return Completion::Append(done, r);
                         }
                     }
+                    // Before any state changes: a batch refused for lack of space leaves no trace.
+                    if let Err(e) = self.room(writer, buf.len() + frame_len, false) {
+                        return Completion::Append(done, Err(e));
+                    }
                     let base = s.pending_next;
                     s.pending_next += count;
                     if idempotent {
@@ -360,7 +377,6 @@ impl Inner {
                     (base, s.pending_total)
                 };
                 batch::set_base_offset(&mut batch, base);
-                let idem_bytes = frame::encode_idem(&keys);
                 let position = start_pos + buf.len() as u64;
                 frame::encode(
                     buf,
@@ -370,7 +386,7 @@ impl Inner {
                     base,
                     &[&idem_bytes, &batch],
                 );
-                let frame_len = (frame::HEADER_LEN + idem_bytes.len() + batch.len()) as u32;
+                let frame_len = frame_len as u32;
                 let cum_bytes = cum + u64::from(frame_len);
                 part.state.lock().pending_total = cum_bytes;
                 if !keys.is_empty() {
@@ -406,14 +422,19 @@ impl Inner {
                     return Completion::Topic(done, Err(LogError::TopicExists(name)));
                 }
                 let first = cat.next_stream.max(1);
-                cat.next_stream = first + u64::from(partitions);
                 let rec = TopicRecord {
                     name: name.clone(),
                     streams: (first..first + u64::from(partitions)).collect(),
                     config,
                     created_ms: now_ms(),
                 };
-                frame::encode(buf, Kind::CreateTopic, 0, 0, 0, &[&store::to_json(&rec)]);
+                let json = store::to_json(&rec);
+                if let Err(e) = self.room(writer, buf.len() + frame::HEADER_LEN + json.len(), false)
+                {
+                    return Completion::Topic(done, Err(e));
+                }
+                cat.next_stream = first + u64::from(partitions);
+                frame::encode(buf, Kind::CreateTopic, 0, 0, 0, &[&json]);
                 let topic = install_topic(&mut cat, &rec, |_| PartRecord::default());
                 drop(cat);
                 self.dirty_topics.lock().insert(name);
@@ -421,15 +442,23 @@ impl Inner {
             }
             Op::Delete { name, done } => {
                 let mut cat = self.catalog.write();
-                let Some(topic) = cat.topics.remove(&name) else {
+                let Some(topic) = cat.topics.get(&name).cloned() else {
                     return Completion::Unit(done, Err(LogError::UnknownTopic(name)));
                 };
                 let rec = topic.record();
+                let json = store::to_json(&rec);
+                // Deleting a topic is how an operator frees space, so it may use the reserve.
+                if let Err(e) = self.room(writer, buf.len() + frame::HEADER_LEN + json.len(), true)
+                {
+                    return Completion::Unit(done, Err(e));
+                }
+                cat.topics.remove(&name);
                 for p in &topic.partitions {
                     cat.streams.remove(&p.stream);
                 }
                 drop(cat);
-                frame::encode(buf, Kind::DeleteTopic, 0, 0, 0, &[&store::to_json(&rec)]);
+                frame::encode(buf, Kind::DeleteTopic, 0, 0, 0, &[&json]);
+                self.space.reclaim_due.store(true, Ordering::SeqCst);
                 self.dirty_topics.lock().insert(name);
                 self.deleted_streams.lock().extend(rec.streams);
                 Completion::Unit(done, Ok(()))
@@ -440,15 +469,15 @@ impl Inner {
                     return Completion::Topic(done, Err(LogError::UnknownTopic(name)));
                 };
                 drop(cat);
-                *topic.config.write() = config;
-                frame::encode(
-                    buf,
-                    Kind::TopicConfig,
-                    0,
-                    0,
-                    0,
-                    &[&store::to_json(&topic.record())],
-                );
+                let mut rec = topic.record();
+                rec.config = config;
+                let json = store::to_json(&rec);
+                if let Err(e) = self.room(writer, buf.len() + frame::HEADER_LEN + json.len(), false)
+                {
+                    return Completion::Topic(done, Err(e));
+                }
+                *topic.config.write() = rec.config;
+                frame::encode(buf, Kind::TopicConfig, 0, 0, 0, &[&json]);
                 self.dirty_topics.lock().insert(name);
                 Completion::Topic(done, Ok(topic.info()))
             }
@@ -467,11 +496,16 @@ impl Inner {
                     );
                 }
                 let first = cat.next_stream.max(1);
-                cat.next_stream = first + u64::from(total - current);
                 let mut rec = topic.record();
                 rec.streams
                     .extend(first..first + u64::from(total - current));
-                frame::encode(buf, Kind::AddPartitions, 0, 0, 0, &[&store::to_json(&rec)]);
+                let json = store::to_json(&rec);
+                if let Err(e) = self.room(writer, buf.len() + frame::HEADER_LEN + json.len(), false)
+                {
+                    return Completion::Topic(done, Err(e));
+                }
+                cat.next_stream = first + u64::from(total - current);
+                frame::encode(buf, Kind::AddPartitions, 0, 0, 0, &[&json]);
                 let grown = extend_topic(&mut cat, &topic, &rec);
                 drop(cat);
                 self.dirty_topics.lock().insert(name);
@@ -524,6 +558,10 @@ impl Inner {
                     Ok(b) => b,
                     Err(e) => return Completion::Offset(done, Err(e)),
                 };
+                // Moving the log start frees space, so it may use the reserve.
+                if let Err(e) = self.room(writer, buf.len() + frame::HEADER_LEN, true) {
+                    return Completion::Offset(done, Err(e));
+                }
                 frame::encode(buf, Kind::LogStart, 0, part.stream, offset, &[]);
                 // Applied in `publish`, once the frame is durable: applied here, a checkpoint or
                 // a reclamation could act on a log start whose frame a crash then loses.
