@@ -168,7 +168,13 @@ fn a_failed_checkpoint_loses_nothing() {
         "the checkpoint should have run out of space"
     );
     fs.set_capacity(None);
-    try_append(&log, "b", &[rec("k", "v", 1)]).unwrap();
+    // Appends wait for the space reserve to be back after a failed checkpoint.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Err(e) = try_append(&log, "b", &[rec("k", "v", 1)]) {
+        assert!(matches!(e, LogError::DiskFull { .. }), "{e}");
+        assert!(Instant::now() < deadline, "appends did not resume");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     log.checkpoint().unwrap();
     log.close().unwrap();
     drop(log);

@@ -156,18 +156,25 @@ impl Inner {
         }
     }
 
-    /// A checkpoint that, when it fails, reopens redb (which refuses everything after an I/O
-    /// error) and, on a full disk, releases the ballast and tries once more.
+    /// A checkpoint that, when it fails, reopens redb (which refuses every transaction after an
+    /// I/O error, reads included) and tries once more with the ballast released. A failed
+    /// checkpoint is most likely a full disk, as journal segments are pre-allocated and the
+    /// index file is not: appends are then held back until the ballast is back in place, so
+    /// that the journal does not take the space the next checkpoint needs.
     pub(super) fn checkpoint_or_heal(&self) -> Result<()> {
         let Err(e) = self.checkpoint() else {
             return Ok(());
         };
         tracing::warn!(error = %e, "checkpoint failed; reopening the index and trying again");
-        if self.space.full.load(Ordering::SeqCst) {
-            self.release_ballast();
-        }
+        self.space.full.store(true, Ordering::SeqCst);
+        self.release_ballast();
         self.db.reopen()?;
-        self.checkpoint()
+        self.checkpoint().inspect_err(|_| {
+            // Leaves the index readable until the next attempt.
+            if let Err(e) = self.db.reopen() {
+                tracing::warn!(error = %e, "could not reopen the index");
+            }
+        })
     }
 
     /// After a checkpoint on a disk that filled up, or after a topic deletion: reclaim dead
