@@ -17,14 +17,21 @@
 //! - `journal/<position>.hjl`: journal segments, named by the global position of their first byte;
 //! - `index.redb`: catalog, partition states, batch and time indexes, idempotency keys, and the
 //!   journal position up to which they are complete.
+//! - `space.reserve`: space held back for checkpoints and topic deletions on a full disk
+//!   (pre-allocated, size 0; see `log/space.rs`).
+//!
+//! Every file operation goes through [`fs::Fs`]; [`simfs::SimFs`] simulates power cuts and full
+//! disks for tests.
 
 pub mod batch;
 mod codec;
 mod error;
 pub mod frame;
+pub mod fs;
 mod journal;
 mod log;
 mod producer;
+pub mod simfs;
 mod store;
 
 pub use batch::Record;

@@ -5,11 +5,15 @@
 //! is paid once per checkpoint for thousands of batches.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 
+use parking_lot::RwLock;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LogError, Result};
+use crate::fs::Fs;
 
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -24,6 +28,55 @@ pub const IDEM: TableDefinition<&[u8], &[u8]> = TableDefinition::new("idempotenc
 pub const META_VERSION: &str = "format_version";
 pub const META_CHECKPOINT: &str = "checkpoint_position";
 pub const META_NEXT_STREAM: &str = "next_stream";
+
+/// The index database, reopened after a failed write. redb refuses every transaction after an
+/// I/O error ("Previous I/O error occurred") until it is reopened; a checkpoint that failed for
+/// lack of space must not leave it so for the rest of the process's life.
+pub struct Db {
+    db: RwLock<Option<redb::Database>>,
+    fs: Arc<dyn Fs>,
+    path: PathBuf,
+}
+
+impl Db {
+    pub fn open(fs: Arc<dyn Fs>, path: PathBuf) -> Result<Db> {
+        let db = fs.open_index(&path)?;
+        Ok(Db {
+            db: RwLock::new(Some(db)),
+            fs,
+            path,
+        })
+    }
+
+    fn closed(&self) -> LogError {
+        LogError::Index(format!(
+            "the index {} could not be reopened after an I/O error; it is retried at the next checkpoint",
+            self.path.display()
+        ))
+    }
+
+    pub fn begin_read(&self) -> Result<redb::ReadTransaction> {
+        let g = self.db.read();
+        let db = g.as_ref().ok_or_else(|| self.closed())?;
+        Ok(db.begin_read()?)
+    }
+
+    pub fn begin_write(&self) -> Result<redb::WriteTransaction> {
+        let g = self.db.read();
+        let db = g.as_ref().ok_or_else(|| self.closed())?;
+        Ok(db.begin_write()?)
+    }
+
+    /// Closes and reopens the database; redb repairs it on opening if the failed commit left it
+    /// inconsistent. Callers must not hold a write transaction.
+    pub fn reopen(&self) -> Result<()> {
+        let mut g = self.db.write();
+        // The old handle must be gone first: it holds the file's lock.
+        drop(g.take());
+        *g = Some(self.fs.open_index(&self.path)?);
+        Ok(())
+    }
+}
 
 /// Where one batch lives and what it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +167,7 @@ pub fn from_json<T: for<'a> Deserialize<'a>>(what: &str, v: &[u8]) -> Result<T> 
     serde_json::from_slice(v).map_err(|e| LogError::Index(format!("unreadable {what} row: {e}")))
 }
 
-pub fn read_u64_meta(db: &redb::Database, key: &str) -> Result<Option<u64>> {
+pub fn read_u64_meta(db: &Db, key: &str) -> Result<Option<u64>> {
     let rtx = db.begin_read()?;
     let t = match rtx.open_table(META) {
         Ok(t) => t,
@@ -126,7 +179,7 @@ pub fn read_u64_meta(db: &redb::Database, key: &str) -> Result<Option<u64>> {
 }
 
 /// Creates every table so that readers never meet a missing one.
-pub fn init(db: &redb::Database) -> Result<()> {
+pub fn init(db: &Db) -> Result<()> {
     let wtx = db.begin_write()?;
     {
         let mut meta = wtx.open_table(META)?;
@@ -180,7 +233,7 @@ pub fn decode_seg_stats(v: &[u8]) -> BTreeMap<u64, u64> {
         .collect()
 }
 
-pub fn load_all<K, V, F>(db: &redb::Database, table: TableDefinition<K, V>, mut f: F) -> Result<()>
+pub fn load_all<K, V, F>(db: &Db, table: TableDefinition<K, V>, mut f: F) -> Result<()>
 where
     K: redb::Key + 'static,
     V: redb::Value + 'static,
