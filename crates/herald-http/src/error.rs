@@ -88,9 +88,11 @@ impl From<BrokerError> for ApiError {
                 e.retry_after = Some(1);
                 e
             }
-            BrokerError::StorageFull(_) => {
-                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", msg)
-            }
+            BrokerError::StorageFull(_) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                msg,
+            ),
             BrokerError::Internal(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)
             }
