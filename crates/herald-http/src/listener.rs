@@ -51,7 +51,7 @@ pub struct ServeConfig {
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
             max_connections: 100_000,
             max_body_bytes: 4 * 1024 * 1024,
@@ -184,15 +184,22 @@ impl Connection {
             let idle_deadline = idle_since + self.cfg.idle_timeout;
             tokio::select! {
                 r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(peer = %self.peer, error = %e, "HTTP connection ended");
+                    match r {
+                        Ok(()) => {}
+                        Err(e) if e.is_timeout() => {
+                            metrics::counter!("http_connections_timed_out_total", "reason" => "header").increment(1);
+                            tracing::debug!(peer = %self.peer, "HTTP request head not complete in time; closed");
+                        }
+                        Err(e) => {
+                            tracing::debug!(peer = %self.peer, error = %e, "HTTP connection ended");
+                        }
                     }
                     return;
                 }
                 () = tokio::time::sleep_until(idle_deadline) => {
                     let last = started + Duration::from_millis(last_activity.load(Ordering::Relaxed));
                     if last + self.cfg.idle_timeout <= Instant::now() {
-                        metrics::counter!("http_connections_timed_out_total").increment(1);
+                        metrics::counter!("http_connections_timed_out_total", "reason" => "idle").increment(1);
                         tracing::debug!(peer = %self.peer, "HTTP connection idle; closing");
                         return;
                     }

@@ -248,7 +248,7 @@ impl Default for HttpConfig {
             max_events_per_request: 1000,
             // As many as the gateway's WebSocket limit; the descriptor limit usually binds first.
             max_connections: 100_000,
-            header_read_timeout_secs: 10,
+            header_read_timeout_secs: 30,
             idle_timeout_secs: 120,
         }
     }

@@ -151,7 +151,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let nofile = raise_descriptor_limit();
     let http_max_connections = http_connection_bound(cfg.http.max_connections, nofile);
     if http_max_connections < cfg.http.max_connections {
-        tracing::warn!(
+        tracing::info!(
             configured = cfg.http.max_connections,
             effective = http_max_connections,
             descriptor_limit = nofile.unwrap_or(0),
