@@ -9,6 +9,8 @@ mod admin;
 mod auth;
 mod body;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod listener;
 mod quota;
 
