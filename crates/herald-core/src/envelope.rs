@@ -565,6 +565,27 @@ mod tests {
         v
     }
 
+    /// Found by the `envelope` fuzz target: a long decimal in `data` parsed to a float one
+    /// unit in the last place off, so the stored text read back as a different number.
+    #[test]
+    fn numbers_in_data_survive_being_stored_and_read_back() {
+        let text = br#"{"event_type":"order_created","tenant_id":"76953480-3","service":"shop","data":{"n":4507999999999999999999999999999999999999999999999999997999999999999999999999999999999999999999999989469}}"#;
+        let env = parse_envelope(
+            serde_json::from_slice(text).unwrap(),
+            UnknownFields::Reject,
+            NOW,
+        )
+        .unwrap();
+        let stored = env.to_json_vec();
+        let back = parse_envelope(
+            serde_json::from_slice(&stored).unwrap(),
+            UnknownFields::Reject,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(env, back, "stored as {}", String::from_utf8_lossy(&stored));
+    }
+
     #[test]
     fn seed_example_round_trips() {
         let env = parse_ok(seed());

@@ -285,7 +285,7 @@ fn by_name<T: Copy + std::fmt::Display>(
 }
 
 /// An ACL filter from query parameters; absent parameters match anything.
-fn filter_from_query(q: &HashMap<String, String>) -> Result<AclFilter, ApiError> {
+pub(crate) fn filter_from_query(q: &HashMap<String, String>) -> Result<AclFilter, ApiError> {
     check_params(
         q,
         &[

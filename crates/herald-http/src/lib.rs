@@ -9,8 +9,10 @@ mod admin;
 mod auth;
 mod body;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
+mod listener;
 mod quota;
-mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -36,6 +38,7 @@ use serde_json::{Value, json};
 pub use body::BodyLimit;
 use body::JsonBody;
 pub use error::ApiError;
+pub use listener::{ServeConfig, serve};
 
 /// Everything the HTTP handlers share.
 pub struct HttpState {
@@ -813,31 +816,6 @@ async fn reset_offsets(
     Ok(Json(
         json!({"group": group, "dry_run": req.dry_run, "partitions": plan}),
     ))
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves; over TLS (HTTPS and WSS) when
-/// `tls` is given. Handlers can read the client's address (`ConnectInfo<SocketAddr>`).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    match tls {
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        Some(acceptor) => {
-            let listener = tls::TlsListener::new(listener, acceptor)?.tap_io(|_| {});
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-    }
 }
 
 #[cfg(test)]

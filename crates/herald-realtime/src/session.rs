@@ -835,6 +835,13 @@ pub async fn ws_handler(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    if !valid_websocket_key(headers.get("sec-websocket-key")) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Key must be the base64 encoding of 16 bytes (RFC 6455 section 4.1)",
+        )
+            .into_response();
+    }
     let protocols = headers
         .get("sec-websocket-protocol")
         .and_then(|v| v.to_str().ok())
@@ -852,6 +859,18 @@ pub async fn ws_handler(
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| run_ws(gw, socket, source))
+}
+
+/// RFC 6455 §4.2.1: the key is a base64-encoded 16-byte value; anything else is not a
+/// WebSocket client's handshake and is refused before upgrading.
+pub fn valid_websocket_key(key: Option<&axum::http::HeaderValue>) -> bool {
+    use base64::Engine as _;
+    key.and_then(|k| {
+        base64::engine::general_purpose::STANDARD
+            .decode(k.as_bytes().trim_ascii())
+            .ok()
+    })
+    .is_some_and(|raw| raw.len() == 16)
 }
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -1032,5 +1051,29 @@ async fn drive_ws(gw: &Arc<Gateway>, s: &mut Session, ws: &mut WebSocket) -> Opt
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod websocket_key_tests {
+    use super::valid_websocket_key;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn only_base64_of_sixteen_bytes_is_a_key() {
+        // RFC 6455's example key.
+        let good = HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ==");
+        assert!(valid_websocket_key(Some(&good)));
+        for bad in [
+            "",
+            "not base64!",
+            "dGhlIHNhbXBsZQ==",             // 10 bytes
+            "dGhlIHNhbXBsZSBub25jZSEhIQ==", // 19 bytes
+            "dGhlIHNhbXBsZSBub25jZQ",       // unpadded
+        ] {
+            let v = HeaderValue::from_static(bad);
+            assert!(!valid_websocket_key(Some(&v)), "{bad:?} accepted");
+        }
+        assert!(!valid_websocket_key(None));
     }
 }

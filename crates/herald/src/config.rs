@@ -119,6 +119,13 @@ pub struct HttpConfig {
     pub tls: bool,
     pub max_body_bytes: usize,
     pub max_events_per_request: usize,
+    /// Open HTTP connections (WebSockets included); more are closed at once. Lowered at
+    /// startup to leave descriptors for Kafka and the log when the descriptor limit is low.
+    pub max_connections: usize,
+    /// From waiting for a request until its headers are complete.
+    pub header_read_timeout_secs: u64,
+    /// No byte in either direction for this long closes an HTTP connection.
+    pub idle_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -252,6 +259,10 @@ impl Default for HttpConfig {
             tls: false,
             max_body_bytes: 4 * 1024 * 1024,
             max_events_per_request: 1000,
+            // As many as the gateway's WebSocket limit; the descriptor limit usually binds first.
+            max_connections: 100_000,
+            header_read_timeout_secs: 30,
+            idle_timeout_secs: 120,
         }
     }
 }

@@ -153,6 +153,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => (None, None),
     };
+    let nofile = raise_descriptor_limit();
+    let http_max_connections = http_connection_bound(cfg.http.max_connections, nofile);
+    if http_max_connections < cfg.http.max_connections {
+        tracing::info!(
+            configured = cfg.http.max_connections,
+            effective = http_max_connections,
+            descriptor_limit = nofile.unwrap_or(0),
+            "http.max_connections lowered to leave descriptors for Kafka and the log; \
+             raise the descriptor limit (ulimit -n, LimitNOFILE=) to allow more"
+        );
+    }
+    let http_serve_cfg = herald_http::ServeConfig {
+        header_read_timeout: std::time::Duration::from_secs(
+            cfg.http.header_read_timeout_secs.max(1),
+        ),
+        idle_timeout: std::time::Duration::from_secs(cfg.http.idle_timeout_secs.max(1)),
+        max_connections: http_max_connections,
+        max_body_bytes: cfg.http.max_body_bytes,
+        ..herald_http::ServeConfig::default()
+    };
     let http_addr = cfg.http_addr()?;
     let listener = tokio::net::TcpListener::bind(http_addr)
         .await
@@ -300,7 +320,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
     let mut http_stop = stop_rx.clone();
     let http_tls = acceptor.clone().filter(|_| cfg.http.tls);
-    let served = herald_http::serve(listener, http_tls, router, async move {
+    let served = herald_http::serve(listener, http_tls, router, http_serve_cfg, async move {
         let _ = http_stop.changed().await;
     })
     .await;
@@ -316,6 +336,41 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     closed.context("closing the log failed")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open descriptors to the hard limit (every connection costs one,
+/// and distributions default the soft limit to 1,024) and returns the limit now in force;
+/// `None` when unlimited.
+fn raise_descriptor_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, soft = ?limit.current, hard = ?limit.maximum,
+                "cannot raise the open-descriptor limit to its hard limit");
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
+/// Descriptors never handed to HTTP connections, so that a flood of them leaves the Kafka
+/// listener, the log's files and the listeners room to work: a quarter of the limit, at
+/// least this many.
+const RESERVED_DESCRIPTORS: u64 = 128;
+
+/// The HTTP connection bound in force: the configured one, lowered to fit the descriptor
+/// limit less the reserve.
+fn http_connection_bound(configured: usize, descriptor_limit: Option<u64>) -> usize {
+    let Some(limit) = descriptor_limit else {
+        return configured;
+    };
+    let reserve = (limit / 4).max(RESERVED_DESCRIPTORS);
+    let available = usize::try_from(limit.saturating_sub(reserve)).unwrap_or(usize::MAX);
+    configured.min(available).max(1)
 }
 
 /// Server configurations for HTTPS and for Kafka's TLS listeners.
@@ -410,4 +465,20 @@ fn describe_metrics() {
         "kafka_requests_rejected_total",
         "Kafka requests that closed their connection (malformed, too large, unknown API or version, too slow), by reason; their warnings are rate-limited"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::http_connection_bound;
+
+    #[test]
+    fn the_http_bound_leaves_a_reserve_of_descriptors() {
+        // A quarter of the limit stays out of reach, at least 128.
+        assert_eq!(http_connection_bound(100_000, Some(1024)), 768);
+        assert_eq!(http_connection_bound(100_000, Some(256)), 128);
+        assert_eq!(http_connection_bound(500, Some(1024)), 500);
+        assert_eq!(http_connection_bound(100_000, Some(1_048_576)), 100_000);
+        assert_eq!(http_connection_bound(100_000, None), 100_000);
+        assert_eq!(http_connection_bound(100_000, Some(10)), 1);
+    }
 }

@@ -29,7 +29,25 @@ pub struct Server {
 impl Server {
     /// Starts `herald serve` on an ephemeral port and waits until it prints its HTTP address.
     pub fn start(data_dir: &Path, extra_args: &[&str], envs: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(herald_bin());
+        Server::start_wrapped(&[], data_dir, extra_args, envs)
+    }
+
+    /// As `start`, with the binary run through `wrapper` (e.g. `prlimit --nofile=…`), which
+    /// must exec it so that the child's pid stays the server's.
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        data_dir: &Path,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Server {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(herald_bin());
+                c
+            }
+            None => Command::new(herald_bin()),
+        };
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
