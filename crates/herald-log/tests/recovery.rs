@@ -386,6 +386,49 @@ fn torn_last_frame_loses_only_that_append() {
     reopen_and_continue(dir.path(), &model);
 }
 
+/// A bad frame in the newest segment is a torn tail only when no intact frame follows it: a
+/// write that was cut short leaves nothing valid behind it. Intact frames after it mean the
+/// damage is in the middle, and dropping everything from there would drop acknowledged data.
+#[test]
+fn damage_in_the_middle_of_the_newest_segment_is_an_error_on_open() {
+    for (what, damage) in [
+        ("a flipped body byte", 40usize),
+        ("a flipped length byte", 9),
+        ("a flipped magic byte", 0),
+    ] {
+        let (dir, _) = torn_fixture();
+        let newest = newest_segment(dir.path());
+        let mut data = fs::read(&newest).unwrap();
+        let frames = raw_frames(&data);
+        assert!(frames.len() >= 2);
+        data[frames[0].at + damage] ^= 0x5a;
+        fs::write(&newest, &data).unwrap();
+        match Log::open(opts(dir.path())) {
+            Err(LogError::Corrupt { detail, .. }) => {
+                assert!(detail.contains("intact frames follow"), "{what}: {detail}")
+            }
+            Err(e) => panic!("{what}: expected a corruption error, got {e}"),
+            Ok(_) => panic!("{what}: opened a journal damaged before its last frame"),
+        }
+    }
+}
+
+/// The last frame damaged in place (not cut short) with nothing after it is still a torn tail.
+#[test]
+fn damaged_last_frame_of_the_newest_segment_is_a_torn_tail() {
+    let (dir, mut model) = torn_fixture();
+    let newest = newest_segment(dir.path());
+    let mut data = fs::read(&newest).unwrap();
+    let last = *raw_frames(&data).last().unwrap();
+    data[last.at + 40] ^= 0x5a;
+    fs::write(&newest, &data).unwrap();
+    let m = model
+        .get_mut(&("t".to_string(), (last.stream - 1) as u32))
+        .unwrap();
+    m.retain(|r| r.offset < last.value);
+    reopen_and_continue(dir.path(), &model);
+}
+
 #[test]
 fn corruption_in_an_older_segment_is_an_error_on_open() {
     for (what, damage) in [

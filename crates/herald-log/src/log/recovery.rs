@@ -16,6 +16,34 @@ use crate::store::{
 
 use super::{IdemEntry, Inner, extend_topic, install_topic, now_ms, raise_max_ts};
 
+/// The global position of the first intact (checksummed) frame that starts after `bad`, the
+/// position of an unreadable frame in segment `seg`. Every byte position after it is tried:
+/// the bad frame's own length field cannot be trusted to say where the next frame starts (a
+/// damaged length can even claim to run past the end of the file).
+fn intact_frame_after(dir: &std::path::Path, seg: u64, bad: u64) -> Result<Option<u64>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let path = journal::segment_path(dir, seg);
+    let mut file = std::fs::File::open(&path).map_err(|e| LogError::io(path.display(), e))?;
+    let mut rest = Vec::new();
+    file.seek(SeekFrom::Start(bad - seg))
+        .and_then(|_| file.read_to_end(&mut rest))
+        .map_err(|e| LogError::io(path.display(), e))?;
+    let magic = frame::MAGIC.to_le_bytes();
+    let found = rest
+        .windows(magic.len())
+        .enumerate()
+        .skip(1)
+        .filter(|(_, w)| *w == magic)
+        .find(|(i, _)| {
+            matches!(
+                frame::decode(rest.get(*i..).unwrap_or_default()),
+                frame::Decoded::Frame(_)
+            )
+        })
+        .map(|(i, _)| bad + i as u64);
+    Ok(found)
+}
+
 impl Inner {
     /// Loads the checkpoint and replays the journal after it. Returns the writer positioned at
     /// the end of the last intact frame.
@@ -106,6 +134,23 @@ impl Inner {
                 }
                 self.segments.insert(seg, self.open_ro(seg)?);
             } else if seg + file_len != valid_end {
+                // Only a write cut short by the crash may be dropped. Such a write leaves no
+                // intact frame after the first bad one; an intact frame further on means the bad
+                // one is damage in the middle, and everything after it was acknowledged.
+                if let Some(at) = intact_frame_after(&self.journal_dir, seg, valid_end)? {
+                    return Err(LogError::Corrupt {
+                        segment: journal::segment_path(&self.journal_dir, seg)
+                            .display()
+                            .to_string(),
+                        position: valid_end,
+                        detail: format!(
+                            "an unreadable frame is not the torn end of the journal: intact frames \
+                             follow it (the first at position {at}); refusing to drop them. \
+                             Restore the data directory from a backup, or truncate this segment \
+                             at the position to accept losing what follows"
+                        ),
+                    });
+                }
                 tracing::warn!(
                     segment = seg,
                     discarded = seg + file_len - valid_end,
