@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LogError, Result};
@@ -19,7 +19,11 @@ pub const PARTS: TableDefinition<u64, &[u8]> = TableDefinition::new("partitions"
 pub const BATCHES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("batches");
 pub const TIMES: TableDefinition<(u64, i64), u64> = TableDefinition::new("times");
 pub const SEGS: TableDefinition<u64, &[u8]> = TableDefinition::new("segments");
-pub const IDEM: TableDefinition<&[u8], &[u8]> = TableDefinition::new("idempotency");
+/// Idempotency keys by `(created_ms, key)`: ordered by age, so that recovery loads only the
+/// keys inside the window and a checkpoint drops every older row with one range deletion.
+pub const IDEM: TableDefinition<(i64, &[u8]), &[u8]> = TableDefinition::new("idempotency_keys");
+/// The first layout (key → JSON row), migrated into [`IDEM`] when a data directory is opened.
+const IDEM_V1: TableDefinition<&[u8], &[u8]> = TableDefinition::new("idempotency");
 
 pub const META_VERSION: &str = "format_version";
 pub const META_CHECKPOINT: &str = "checkpoint_position";
@@ -106,6 +110,31 @@ pub struct IdemRecord {
     pub created_ms: i64,
 }
 
+impl IdemRecord {
+    /// The row value; `created_ms` is part of the row's key.
+    pub fn encode_value(&self) -> [u8; 24] {
+        let mut out = [0u8; 24];
+        out[0..8].copy_from_slice(&self.stream.to_le_bytes());
+        out[8..16].copy_from_slice(&self.offset.to_le_bytes());
+        out[16..24].copy_from_slice(&self.timestamp_ms.to_le_bytes());
+        out
+    }
+
+    pub fn decode_value(created_ms: i64, v: &[u8]) -> Result<IdemRecord> {
+        let get8 = |at: usize| -> Result<[u8; 8]> {
+            v.get(at..at + 8)
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(|| LogError::Index("short idempotency row".into()))
+        };
+        Ok(IdemRecord {
+            stream: u64::from_le_bytes(get8(0)?),
+            offset: u64::from_le_bytes(get8(8)?),
+            timestamp_ms: i64::from_le_bytes(get8(16)?),
+            created_ms,
+        })
+    }
+}
+
 pub fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
@@ -154,7 +183,22 @@ pub fn init(db: &redb::Database) -> Result<()> {
         wtx.open_table(BATCHES)?;
         wtx.open_table(TIMES)?;
         wtx.open_table(SEGS)?;
-        wtx.open_table(IDEM)?;
+        let mut keys = wtx.open_table(IDEM)?;
+        // Data directories written before keys were ordered by age hold them in the first
+        // layout; move them over once.
+        let v1 = wtx.list_tables()?.any(|t| t.name() == IDEM_V1.name());
+        if v1 {
+            let old = wtx.open_table(IDEM_V1)?;
+            for row in old.iter()? {
+                let (k, v) = row?;
+                let rec: IdemRecord = from_json("idempotency", v.value())?;
+                keys.insert((rec.created_ms, k.value()), &rec.encode_value()[..])?;
+            }
+        }
+        drop(keys);
+        if v1 {
+            wtx.delete_table(IDEM_V1)?;
+        }
     }
     wtx.commit()?;
     Ok(())

@@ -641,3 +641,58 @@ fn dropping_the_last_handle_inside_a_callback() {
     assert_eq!(log.partition_stats("t", 0).unwrap().high_watermark, 2);
     log.close().unwrap();
 }
+
+/// A process that crashes again before its first periodic checkpoint must not replay the same
+/// journal again: recovery checkpoints what it replayed before taking new writes.
+#[test]
+fn a_checkpoint_is_taken_right_after_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = Model::new();
+    let log = Log::open(opts(dir.path())).unwrap();
+    log.create_topic("t", 2, TopicConfig::new()).unwrap();
+    for i in 0..60 {
+        put(&log, &mut model, "t", i % 2, &format!("r{i}"), 2, i as i64);
+    }
+    log.sync().unwrap();
+    let first = tempfile::tempdir().unwrap();
+    crash_copy(dir.path(), first.path());
+    log.close().unwrap();
+
+    let log = Log::open(opts(first.path())).unwrap();
+    assert!(log.recovery_stats().replayed_frames >= 60);
+    assert_model(&log, &model);
+    let second = tempfile::tempdir().unwrap();
+    crash_copy(first.path(), second.path());
+    drop(log);
+
+    let log = Log::open(opts(second.path())).unwrap();
+    assert_eq!(log.recovery_stats().replayed_frames, 0);
+    assert_model(&log, &model);
+    log.close().unwrap();
+}
+
+/// Many small frames call for a checkpoint long before `checkpoint_bytes` of journal: replay
+/// costs per frame.
+#[test]
+fn a_checkpoint_is_taken_after_a_bounded_number_of_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(dir.path());
+    o.segment_bytes = 1024 * 1024;
+    o.checkpoint_frames = 100;
+    let log = Log::open(o).unwrap();
+    log.create_topic("t", 1, TopicConfig::new()).unwrap();
+    let mut model = Model::new();
+    for i in 0..300 {
+        put(&log, &mut model, "t", 0, &format!("f{i}"), 1, i);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while log.checkpoint_position() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(
+        log.checkpoint_position() > 0,
+        "no checkpoint after 300 frames with checkpoint_frames = 100"
+    );
+    assert_model(&log, &model);
+    log.close().unwrap();
+}

@@ -455,7 +455,10 @@ fn reads_racing_reclamation_get_offset_out_of_range() {
                             }
                         }
                         Err(LogError::OffsetOutOfRange { log_start, .. }) => {
-                            assert!(log_start > at, "out of range at {at}, log start {log_start}");
+                            assert!(
+                                log_start > at,
+                                "out of range at {at}, log start {log_start}"
+                            );
                             out_of_range += 1;
                         }
                         Err(e) => panic!("a read at the log start {at} failed with: {e}"),
@@ -473,7 +476,8 @@ fn reads_racing_reclamation_get_offset_out_of_range() {
             i += 1;
         }
         let hw = log.partition_stats("t", 0).unwrap().high_watermark;
-        log.delete_records_before("t", 0, hw.saturating_sub(8)).unwrap();
+        log.delete_records_before("t", 0, hw.saturating_sub(8))
+            .unwrap();
         log.run_maintenance().unwrap();
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

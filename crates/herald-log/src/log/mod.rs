@@ -76,6 +76,8 @@ pub struct LogOptions {
     pub segment_bytes: u64,
     /// A checkpoint is taken after this much journal, bounding recovery work.
     pub checkpoint_bytes: u64,
+    /// ...or after this many frames (recovery cost is per frame as well as per byte)...
+    pub checkpoint_frames: u64,
     /// ...or after this long, whichever comes first.
     pub checkpoint_interval: Duration,
     /// Appends waiting for the writer are refused past this many bytes.
@@ -99,6 +101,7 @@ impl LogOptions {
             fsync: FsyncPolicy::Always,
             segment_bytes: 128 * 1024 * 1024,
             checkpoint_bytes: 256 * 1024 * 1024,
+            checkpoint_frames: 100_000,
             checkpoint_interval: Duration::from_secs(30),
             max_pending_bytes: 256 * 1024 * 1024,
             max_batch_bytes: 16 * 1024 * 1024,
@@ -152,6 +155,18 @@ pub enum AppendOutcome {
     /// An idempotent producer resent a batch already stored at `base_offset`; nothing was
     /// written.
     DuplicateBatch { base_offset: u64, last_offset: u64 },
+}
+
+/// What opening the log found and did; recovery's cost is bounded by the checkpoint bounds
+/// (`checkpoint_bytes`, `checkpoint_frames`) and the idempotency window, not by total data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecoveryStats {
+    /// Journal frames after the checkpoint, replayed.
+    pub replayed_frames: u64,
+    pub replayed_bytes: u64,
+    /// Idempotency keys inside the window, loaded.
+    pub idempotency_keys: usize,
+    pub elapsed: Duration,
 }
 
 /// Batches read from one partition, as stored (Kafka RecordBatch v2 bytes).
@@ -256,6 +271,7 @@ struct Inner {
     /// read-held by checkpoints.
     catalog_commit: RwLock<()>,
     ckpt_lock: Mutex<()>,
+    recovery: Mutex<RecoveryStats>,
 }
 
 /// The embedded durable log. Cheap to clone; all clones share one writer.
@@ -350,9 +366,14 @@ impl Log {
             ckpt_signal: (Mutex::new(false), Condvar::new()),
             ckpt_lock: Mutex::new(()),
             catalog_commit: RwLock::new(()),
+            recovery: Mutex::new(RecoveryStats::default()),
             opts,
         });
         let writer = inner.recover()?;
+        // Whatever was replayed is checkpointed before any new write: a process that keeps
+        // crashing before its first periodic checkpoint would otherwise replay an ever longer
+        // journal at every start. This also drops idempotency rows that aged out meanwhile.
+        inner.checkpoint()?;
 
         let mut threads = Vec::new();
         // Acknowledgements run on their own thread: waking the callers of a group is then off
@@ -642,6 +663,16 @@ impl Log {
     /// Takes a checkpoint now.
     pub fn checkpoint(&self) -> Result<()> {
         self.inner.checkpoint()
+    }
+
+    /// The journal position up to which the last checkpoint made recovery unnecessary.
+    pub fn checkpoint_position(&self) -> u64 {
+        self.inner.checkpointed.load(Ordering::SeqCst)
+    }
+
+    /// What recovery did when this log was opened.
+    pub fn recovery_stats(&self) -> RecoveryStats {
+        *self.inner.recovery.lock()
     }
 
     /// Stops accepting work, writes what is queued, takes a final checkpoint and joins the

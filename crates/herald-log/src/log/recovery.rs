@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+
+use redb::{ReadableDatabase, ReadableTable};
 use std::time::Instant;
 
 use crate::batch::BatchHeader;
@@ -14,7 +16,7 @@ use crate::store::{
     TOPICS, TopicRecord,
 };
 
-use super::{IdemEntry, Inner, extend_topic, install_topic, now_ms, raise_max_ts};
+use super::{IdemEntry, Inner, RecoveryStats, extend_topic, install_topic, now_ms, raise_max_ts};
 
 /// The global position of the first intact (checksummed) frame that starts after `bad`, the
 /// position of an unreadable frame in segment `seg`. Every byte position after it is tried:
@@ -75,26 +77,29 @@ impl Inner {
             })?;
         }
         {
+            // Only keys inside the window are read, already in age order; older rows are left
+            // for the checkpoint taken right after recovery to delete.
             let cutoff = now_ms() - self.opts.idempotency_window.as_millis() as i64;
-            let mut rows: Vec<(Vec<u8>, IdemRecord)> = Vec::new();
-            store::load_all(&self.db, IDEM, |k, v| {
-                rows.push((k.to_vec(), store::from_json("idempotency", v)?));
-                Ok(())
-            })?;
-            rows.sort_by_key(|(_, r)| r.created_ms);
+            let rtx = self.db.begin_read()?;
+            let table = rtx.open_table(IDEM)?;
             let mut idem = self.idem.lock();
-            for (k, r) in rows {
-                if r.created_ms >= cutoff {
-                    idem.order.push_back((r.created_ms, k.clone()));
-                    idem.map.insert(
-                        k,
-                        IdemEntry {
-                            rec: r,
-                            position: 0,
-                        },
-                    );
-                } else {
-                    idem.expired.push(k);
+            idem.stored_since_ms = match table.first()? {
+                Some((k, _)) => k.value().0,
+                None => i64::MAX,
+            };
+            for row in table.range((cutoff, &[][..])..)? {
+                let (k, v) = row?;
+                let (created, key) = k.value();
+                let rec = IdemRecord::decode_value(created, v.value())?;
+                idem.order.push_back((created, key.to_vec()));
+                idem.map
+                    .insert(key.to_vec(), IdemEntry { rec, position: 0 });
+            }
+            // Rows loaded beyond the key limit are forgotten as they would have been in memory.
+            while idem.map.len() > self.opts.idempotency_max_keys {
+                match idem.pop_oldest() {
+                    Some(gone) => idem.evicted.push(gone),
+                    None => break,
                 }
             }
         }
@@ -168,8 +173,16 @@ impl Inner {
         self.visible.store(end, Ordering::SeqCst);
         self.synced.store(end, Ordering::SeqCst);
         self.checkpointed.store(ckpt, Ordering::SeqCst);
+        let stats = RecoveryStats {
+            replayed_frames: replayed,
+            replayed_bytes: end.saturating_sub(ckpt),
+            idempotency_keys: self.idem.lock().map.len(),
+            elapsed: started.elapsed(),
+        };
+        *self.recovery.lock() = stats;
         tracing::info!(
             topics = self.catalog.read().topics.len(),
+            idempotency_keys = stats.idempotency_keys,
             replayed_frames = replayed,
             replayed_bytes = end.saturating_sub(ckpt),
             elapsed_ms = started.elapsed().as_millis() as u64,

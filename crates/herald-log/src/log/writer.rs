@@ -127,6 +127,9 @@ impl Inner {
         let mut last_sync = Instant::now();
         let mut unsynced = false;
         let mut since_ckpt: u64 = 0;
+        // Recovery replays frame by frame, so a journal of many small frames needs a checkpoint
+        // sooner than its size alone would call for.
+        let mut frames_since_ckpt: u64 = 0;
         loop {
             let ops = {
                 let mut q = self.queue.lock();
@@ -206,6 +209,10 @@ impl Inner {
                 return;
             }
             since_ckpt += buf.len() as u64;
+            frames_since_ckpt += completions
+                .iter()
+                .filter(|c| matches!(c, Completion::Appended { .. } | Completion::LogStart { .. }))
+                .count() as u64;
             let interval_due =
                 matches!(self.opts.fsync, FsyncPolicy::Interval(iv) if last_sync.elapsed() >= iv);
             if need_sync || interval_due {
@@ -238,8 +245,11 @@ impl Inner {
                     }
                 }
             }
-            if since_ckpt >= self.opts.checkpoint_bytes {
+            if since_ckpt >= self.opts.checkpoint_bytes
+                || frames_since_ckpt >= self.opts.checkpoint_frames
+            {
                 since_ckpt = 0;
+                frames_since_ckpt = 0;
                 let (lock, cv) = &self.ckpt_signal;
                 *lock.lock() = true;
                 cv.notify_all();
