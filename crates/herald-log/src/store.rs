@@ -238,3 +238,50 @@ where
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn idempotency_rows_of_the_first_layout_are_migrated_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("index.redb")).unwrap();
+        let rec = IdemRecord {
+            stream: 3,
+            offset: 7,
+            timestamp_ms: 11,
+            created_ms: 13,
+        };
+        let wtx = db.begin_write().unwrap();
+        {
+            let mut old = wtx.open_table(IDEM_V1).unwrap();
+            old.insert(&b"event-1"[..], &to_json(&rec)[..]).unwrap();
+        }
+        wtx.commit().unwrap();
+        init(&db).unwrap();
+        init(&db).unwrap();
+        let rtx = db.begin_read().unwrap();
+        assert!(
+            rtx.list_tables()
+                .unwrap()
+                .all(|t| t.name() != IDEM_V1.name())
+        );
+        let t = rtx.open_table(IDEM).unwrap();
+        let rows: Vec<_> = t
+            .iter()
+            .unwrap()
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                let (created, key) = k.value();
+                (
+                    key.to_vec(),
+                    IdemRecord::decode_value(created, v.value()).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(rows, vec![(b"event-1".to_vec(), rec)]);
+    }
+}
