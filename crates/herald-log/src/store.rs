@@ -19,9 +19,10 @@ pub const PARTS: TableDefinition<u64, &[u8]> = TableDefinition::new("partitions"
 pub const BATCHES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("batches");
 pub const TIMES: TableDefinition<(u64, i64), u64> = TableDefinition::new("times");
 pub const SEGS: TableDefinition<u64, &[u8]> = TableDefinition::new("segments");
-/// Idempotency keys by `(created_ms, key)`: ordered by age, so that recovery loads only the
-/// keys inside the window and a checkpoint drops every older row with one range deletion.
-pub const IDEM: TableDefinition<(i64, &[u8]), &[u8]> = TableDefinition::new("idempotency_keys");
+/// Idempotency keys by `(created_ms, digest of the key)`: ordered by age, so that recovery loads
+/// only the keys inside the window and a checkpoint drops every older row with one range
+/// deletion; fixed-width, so a row costs 48 bytes whatever the key's length.
+pub const IDEM: TableDefinition<(i64, u128), &[u8]> = TableDefinition::new("idempotency_keys");
 /// The first layout (key → JSON row), migrated into [`IDEM`] when a data directory is opened.
 const IDEM_V1: TableDefinition<&[u8], &[u8]> = TableDefinition::new("idempotency");
 
@@ -110,6 +111,18 @@ pub struct IdemRecord {
     pub created_ms: i64,
 }
 
+/// What the log remembers of an idempotency key: the first 128 bits of its SHA-256. Keys come
+/// from clients, so the digest must resist crafted collisions; finding two keys with the same
+/// digest takes about 2^64 work, and a client can only ever collide with keys of its own scope
+/// (the broker prefixes keys with the tenant).
+pub fn idem_digest(key: &[u8]) -> u128 {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(key);
+    let mut first = [0u8; 16];
+    first.copy_from_slice(d.get(..16).unwrap_or(&[0u8; 16]));
+    u128::from_le_bytes(first)
+}
+
 impl IdemRecord {
     /// The row value; `created_ms` is part of the row's key.
     pub fn encode_value(&self) -> [u8; 24] {
@@ -192,7 +205,10 @@ pub fn init(db: &redb::Database) -> Result<()> {
             for row in old.iter()? {
                 let (k, v) = row?;
                 let rec: IdemRecord = from_json("idempotency", v.value())?;
-                keys.insert((rec.created_ms, k.value()), &rec.encode_value()[..])?;
+                keys.insert(
+                    (rec.created_ms, idem_digest(k.value())),
+                    &rec.encode_value()[..],
+                )?;
             }
         }
         drop(keys);
@@ -276,12 +292,9 @@ mod tests {
             .map(|r| {
                 let (k, v) = r.unwrap();
                 let (created, key) = k.value();
-                (
-                    key.to_vec(),
-                    IdemRecord::decode_value(created, v.value()).unwrap(),
-                )
+                (key, IdemRecord::decode_value(created, v.value()).unwrap())
             })
             .collect();
-        assert_eq!(rows, vec![(b"event-1".to_vec(), rec)]);
+        assert_eq!(rows, vec![(idem_digest(b"event-1"), rec)]);
     }
 }

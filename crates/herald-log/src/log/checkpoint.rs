@@ -47,7 +47,7 @@ impl Inner {
         };
         let mut moved: Vec<(Arc<Partition>, u64)> = Vec::new();
         let mut still_dirty: Vec<u64> = Vec::new();
-        let mut fresh_later: Vec<Vec<u8>> = Vec::new();
+        let mut fresh_later: Vec<u128> = Vec::new();
         let mut oldest_written = i64::MAX;
 
         let wtx = self.db.begin_write()?;
@@ -139,20 +139,17 @@ impl Inner {
             let mut idem_t = wtx.open_table(IDEM)?;
             // Rows older than the window, including any a crashed run loaded or wrote and
             // never removed, so that the table never outgrows the window.
-            idem_t.retain_in((i64::MIN, &[][..])..(cutoff, &[][..]), |_, _| false)?;
+            idem_t.retain_in((i64::MIN, 0u128)..(cutoff, 0u128), |_, _| false)?;
             {
                 let idem = self.idem.lock();
                 for (created, k) in &evicted_keys {
-                    idem_t.remove((*created, k.as_slice()))?;
+                    idem_t.remove((*created, *k))?;
                 }
                 for k in fresh_keys {
                     if let Some(e) = idem.map.get(&k) {
                         if e.position < pos {
                             oldest_written = oldest_written.min(e.rec.created_ms);
-                            idem_t.insert(
-                                (e.rec.created_ms, k.as_slice()),
-                                &e.rec.encode_value()[..],
-                            )?;
+                            idem_t.insert((e.rec.created_ms, k), &e.rec.encode_value()[..])?;
                         } else {
                             fresh_later.push(k);
                         }

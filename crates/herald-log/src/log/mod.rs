@@ -633,7 +633,8 @@ impl Log {
 
     /// Looks up idempotency keys without writing anything.
     pub fn idempotency_lookup(&self, key: &[u8]) -> Option<IdemHit> {
-        let rec = self.inner.idem.lock().map.get(key).map(|e| e.rec)?;
+        let digest = store::idem_digest(key);
+        let rec = self.inner.idem.lock().map.get(&digest).map(|e| e.rec)?;
         self.inner.hit(&rec)
     }
 

@@ -87,13 +87,12 @@ impl Inner {
                 Some((k, _)) => k.value().0,
                 None => i64::MAX,
             };
-            for row in table.range((cutoff, &[][..])..)? {
+            for row in table.range((cutoff, 0u128)..)? {
                 let (k, v) = row?;
                 let (created, key) = k.value();
                 let rec = IdemRecord::decode_value(created, v.value())?;
-                idem.order.push_back((created, key.to_vec()));
-                idem.map
-                    .insert(key.to_vec(), IdemEntry { rec, position: 0 });
+                idem.order.push_back((created, key));
+                idem.map.insert(key, IdemEntry { rec, position: 0 });
             }
             // Rows loaded beyond the key limit are forgotten as they would have been in memory.
             while idem.map.len() > self.opts.idempotency_max_keys {
@@ -265,8 +264,9 @@ impl Inner {
                         timestamp_ms: bh.max_timestamp,
                         created_ms: now_ms(),
                     };
-                    if rec.created_ms >= cutoff && !idem.map.contains_key(&k.key) {
-                        idem.insert(k.key, rec, position, self.opts.idempotency_max_keys);
+                    let digest = store::idem_digest(&k.key);
+                    if rec.created_ms >= cutoff && !idem.map.contains_key(&digest) {
+                        idem.insert(digest, rec, position, self.opts.idempotency_max_keys);
                     }
                 }
             }

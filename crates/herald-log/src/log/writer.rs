@@ -310,7 +310,7 @@ impl Inner {
                     let idem = self.idem.lock();
                     let hits: Vec<Option<IdemRecord>> = keys
                         .iter()
-                        .map(|k| idem.map.get(&k.key).map(|e| e.rec))
+                        .map(|k| idem.map.get(&store::idem_digest(&k.key)).map(|e| e.rec))
                         .collect();
                     drop(idem);
                     if hits.iter().any(Option::is_some) {
@@ -392,7 +392,12 @@ impl Inner {
                             timestamp_ms: header.max_timestamp,
                             created_ms: now,
                         };
-                        idem.insert(k.key, rec, position, self.opts.idempotency_max_keys);
+                        idem.insert(
+                            store::idem_digest(&k.key),
+                            rec,
+                            position,
+                            self.opts.idempotency_max_keys,
+                        );
                     }
                 }
                 let entry = IndexEntry {
