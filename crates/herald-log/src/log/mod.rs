@@ -326,6 +326,9 @@ fn shutdown(inner: &Inner, handles: &Mutex<Vec<JoinHandle<()>>>) -> Result<()> {
     Ok(())
 }
 
+/// The memory redb may keep for index pages.
+const REDB_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -342,7 +345,12 @@ impl Log {
             .map_err(|e| LogError::io(journal_dir.display(), e))?;
         journal::sync_dir(&opts.dir)?;
         let db_path = opts.dir.join("index.redb");
-        let db = redb::Database::create(&db_path)?;
+        // redb's own page cache defaults to 1 GiB, and recovery reads the whole idempotency
+        // table through it; after that the index is read rarely (checkpointed batches, by
+        // position), and the kernel's page cache serves those as well.
+        let db = redb::Builder::new()
+            .set_cache_size(REDB_CACHE_BYTES)
+            .create(&db_path)?;
         store::init(&db)?;
 
         let inner = Arc::new(Inner {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use std::time::Instant;
 
 use crate::batch::BatchHeader;
@@ -87,6 +87,11 @@ impl Inner {
                 Some((k, _)) => k.value().0,
                 None => i64::MAX,
             };
+            // Sized once: growing a table of a million keys rehashes it many times over.
+            let rows = usize::try_from(table.len()?).unwrap_or(0);
+            let room = rows.min(self.opts.idempotency_max_keys);
+            idem.map.reserve(room);
+            idem.order.reserve(room);
             for row in table.range((cutoff, 0u128)..)? {
                 let (k, v) = row?;
                 let (created, key) = k.value();
