@@ -39,6 +39,11 @@ pub trait FsFile: Debug + Send + Sync {
     fn allocate(&self, len: u64) -> io::Result<bool>;
 }
 
+/// The memory redb may keep for index pages. Its default is 1 GiB, and recovery reads the whole
+/// idempotency table through it; after that the index is read rarely (checkpointed batches, by
+/// position), and the kernel's page cache serves those as well.
+pub(crate) const REDB_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 /// Whether an I/O error means the device is full.
 pub fn is_disk_full(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::StorageFull || e.kind() == io::ErrorKind::QuotaExceeded
@@ -85,7 +90,9 @@ impl Fs for StdFs {
     }
 
     fn open_index(&self, path: &Path) -> Result<redb::Database, redb::DatabaseError> {
-        redb::Database::create(path)
+        redb::Builder::new()
+            .set_cache_size(REDB_CACHE_BYTES)
+            .create(path)
     }
 }
 

@@ -39,6 +39,6 @@ pub use error::{LogError, Result};
 pub use frame::IdemKey;
 pub use log::{
     AppendDone, AppendOutcome, FsyncPolicy, IdemHit, Log, LogOptions, PartitionStats, ReadBatches,
-    TopicConfig, TopicInfo,
+    RecoveryStats, TopicConfig, TopicInfo,
 };
 pub use store::FORMAT_VERSION;

@@ -342,7 +342,9 @@ impl Fs for SimFs {
 
     fn open_index(&self, path: &Path) -> Result<redb::Database, redb::DatabaseError> {
         let (file, _) = self.open(path, true)?;
-        redb::Builder::new().create_with_backend(SimBackend(file))
+        redb::Builder::new()
+            .set_cache_size(crate::fs::REDB_CACHE_BYTES)
+            .create_with_backend(SimBackend(file))
     }
 }
 

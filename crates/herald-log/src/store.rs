@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LogError, Result};
@@ -23,7 +23,12 @@ pub const PARTS: TableDefinition<u64, &[u8]> = TableDefinition::new("partitions"
 pub const BATCHES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("batches");
 pub const TIMES: TableDefinition<(u64, i64), u64> = TableDefinition::new("times");
 pub const SEGS: TableDefinition<u64, &[u8]> = TableDefinition::new("segments");
-pub const IDEM: TableDefinition<&[u8], &[u8]> = TableDefinition::new("idempotency");
+/// Idempotency keys by `(created_ms, digest of the key)`: ordered by age, so that recovery loads
+/// only the keys inside the window and a checkpoint drops every older row with one range
+/// deletion; fixed-width, so a row costs 48 bytes whatever the key's length.
+pub const IDEM: TableDefinition<(i64, u128), &[u8]> = TableDefinition::new("idempotency_keys");
+/// The first layout (key → JSON row), migrated into [`IDEM`] when a data directory is opened.
+const IDEM_V1: TableDefinition<&[u8], &[u8]> = TableDefinition::new("idempotency");
 
 pub const META_VERSION: &str = "format_version";
 pub const META_CHECKPOINT: &str = "checkpoint_position";
@@ -159,6 +164,43 @@ pub struct IdemRecord {
     pub created_ms: i64,
 }
 
+/// What the log remembers of an idempotency key: the first 128 bits of its SHA-256. Keys come
+/// from clients, so the digest must resist crafted collisions; finding two keys with the same
+/// digest takes about 2^64 work, and a client can only ever collide with keys of its own scope
+/// (the broker prefixes keys with the tenant).
+pub fn idem_digest(key: &[u8]) -> u128 {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(key);
+    let mut first = [0u8; 16];
+    first.copy_from_slice(d.get(..16).unwrap_or(&[0u8; 16]));
+    u128::from_le_bytes(first)
+}
+
+impl IdemRecord {
+    /// The row value; `created_ms` is part of the row's key.
+    pub fn encode_value(&self) -> [u8; 24] {
+        let mut out = [0u8; 24];
+        out[0..8].copy_from_slice(&self.stream.to_le_bytes());
+        out[8..16].copy_from_slice(&self.offset.to_le_bytes());
+        out[16..24].copy_from_slice(&self.timestamp_ms.to_le_bytes());
+        out
+    }
+
+    pub fn decode_value(created_ms: i64, v: &[u8]) -> Result<IdemRecord> {
+        let get8 = |at: usize| -> Result<[u8; 8]> {
+            v.get(at..at + 8)
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(|| LogError::Index("short idempotency row".into()))
+        };
+        Ok(IdemRecord {
+            stream: u64::from_le_bytes(get8(0)?),
+            offset: u64::from_le_bytes(get8(8)?),
+            timestamp_ms: i64::from_le_bytes(get8(16)?),
+            created_ms,
+        })
+    }
+}
+
 pub fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
@@ -207,7 +249,25 @@ pub fn init(db: &Db) -> Result<()> {
         wtx.open_table(BATCHES)?;
         wtx.open_table(TIMES)?;
         wtx.open_table(SEGS)?;
-        wtx.open_table(IDEM)?;
+        let mut keys = wtx.open_table(IDEM)?;
+        // Data directories written before keys were ordered by age hold them in the first
+        // layout; move them over once.
+        let v1 = wtx.list_tables()?.any(|t| t.name() == IDEM_V1.name());
+        if v1 {
+            let old = wtx.open_table(IDEM_V1)?;
+            for row in old.iter()? {
+                let (k, v) = row?;
+                let rec: IdemRecord = from_json("idempotency", v.value())?;
+                keys.insert(
+                    (rec.created_ms, idem_digest(k.value())),
+                    &rec.encode_value()[..],
+                )?;
+            }
+        }
+        drop(keys);
+        if v1 {
+            wtx.delete_table(IDEM_V1)?;
+        }
     }
     wtx.commit()?;
     Ok(())
@@ -246,4 +306,51 @@ where
         f(k.value(), v.value())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn idempotency_rows_of_the_first_layout_are_migrated_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.redb");
+        let raw = redb::Database::create(&path).unwrap();
+        let rec = IdemRecord {
+            stream: 3,
+            offset: 7,
+            timestamp_ms: 11,
+            created_ms: 13,
+        };
+        let wtx = raw.begin_write().unwrap();
+        {
+            let mut old = wtx.open_table(IDEM_V1).unwrap();
+            old.insert(&b"event-1"[..], &to_json(&rec)[..]).unwrap();
+        }
+        wtx.commit().unwrap();
+        drop(raw);
+        let db = Db::open(Arc::new(crate::fs::StdFs), path).unwrap();
+        init(&db).unwrap();
+        init(&db).unwrap();
+        let rtx = db.begin_read().unwrap();
+        assert!(
+            rtx.list_tables()
+                .unwrap()
+                .all(|t| t.name() != IDEM_V1.name())
+        );
+        let t = rtx.open_table(IDEM).unwrap();
+        let rows: Vec<_> = t
+            .iter()
+            .unwrap()
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                let (created, key) = k.value();
+                (key, IdemRecord::decode_value(created, v.value()).unwrap())
+            })
+            .collect();
+        assert_eq!(rows, vec![(idem_digest(b"event-1"), rec)]);
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use herald_log::batch;
-use herald_log::{AppendOutcome, IdemHit, IdemKey, Log, LogError, TopicConfig};
+use herald_log::{AppendOutcome, IdemHit, IdemKey, Log, LogError, LogOptions, TopicConfig};
 
 fn key(k: &str, record_index: u32) -> IdemKey {
     IdemKey {
@@ -267,4 +267,62 @@ fn keys_are_forgotten_after_the_window_and_past_the_limit() {
     let log = Log::open(o).unwrap();
     assert_eq!(log.idempotency_lookup(b"old"), None, "expired while closed");
     log.close().unwrap();
+}
+
+/// Rows of the idempotency tables in a closed data directory, whatever their layout.
+fn idempotency_rows(dir: &std::path::Path) -> u64 {
+    use redb::{ReadableDatabase, ReadableTableMetadata, TableHandle};
+    let db = redb::Database::open(dir.join("index.redb")).unwrap();
+    let rtx = db.begin_read().unwrap();
+    rtx.list_tables()
+        .unwrap()
+        .filter(|t| t.name().starts_with("idempotency"))
+        .map(|t| rtx.open_untyped_table(t).unwrap().len().unwrap())
+        .sum()
+}
+
+/// Keys older than the window leave the index even when the process keeps crashing before its
+/// periodic checkpoint: otherwise every start loads (and a crash loop keeps) them all, and
+/// startup time and the index grow with total data instead of with the window.
+#[test]
+fn idempotency_keys_past_their_window_leave_the_index_across_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(dir.path());
+    o.idempotency_window = Duration::from_millis(1500);
+    let log = Log::open(o.clone()).unwrap();
+    log.create_topic("t", 1, TopicConfig::new()).unwrap();
+    for i in 0..200 {
+        try_append(&log, "t", 0, "old", 1, vec![key(&format!("old-{i}"), 0)]);
+    }
+    log.checkpoint().unwrap();
+    std::thread::sleep(Duration::from_millis(1600));
+    for i in 0..50 {
+        try_append(&log, "t", 0, "new", 1, vec![key(&format!("new-{i}"), 0)]);
+    }
+    log.sync().unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    crash_copy(dir.path(), crashed.path());
+    log.close().unwrap();
+
+    // Three crashes in a row, each right after recovery.
+    let mut from = crashed;
+    for round in 0..3 {
+        let o = LogOptions {
+            dir: from.path().to_path_buf(),
+            ..o.clone()
+        };
+        let log = Log::open(o).unwrap();
+        assert_eq!(log.recovery_stats().idempotency_keys, 50, "round {round}");
+        assert!(log.idempotency_lookup(b"old-0").is_none());
+        assert!(log.idempotency_lookup(b"new-49").is_some());
+        let next = tempfile::tempdir().unwrap();
+        crash_copy(from.path(), next.path());
+        drop(log);
+        from = next;
+        assert_eq!(
+            idempotency_rows(from.path()),
+            50,
+            "round {round}: rows in the index"
+        );
+    }
 }

@@ -386,6 +386,94 @@ fn torn_last_frame_loses_only_that_append() {
     reopen_and_continue(dir.path(), &model);
 }
 
+/// A bad frame in the newest segment is a torn tail only when no intact frame follows it: a
+/// write that was cut short leaves nothing valid behind it. Intact frames after it mean the
+/// damage is in the middle, and dropping everything from there would drop acknowledged data.
+#[test]
+fn damage_in_the_middle_of_the_newest_segment_is_an_error_on_open() {
+    // Intact frames further past the damaged one than one unsynced group can span (16 MiB):
+    // the damaged frame had been synced, so this is damage, not a write cut short.
+    let live = tempfile::tempdir().unwrap();
+    let built = tempfile::tempdir().unwrap();
+    {
+        let mut o = opts(live.path());
+        o.segment_bytes = 256 * 1024 * 1024;
+        let log = Log::open(o).unwrap();
+        log.create_topic("t", 1, TopicConfig::new()).unwrap();
+        let big = "x".repeat(512 * 1024);
+        for i in 0..24 {
+            append(&log, "t", 0, &[rec("k", &format!("{i}{big}"), i)]);
+        }
+        // What a crash leaves: no checkpoint covers these frames, so recovery reads them.
+        crash_copy(live.path(), built.path());
+        log.close().unwrap();
+    }
+    for (what, damage) in [
+        ("a flipped body byte", 40usize),
+        ("a flipped length byte", 9),
+        ("a flipped magic byte", 0),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        crash_copy(built.path(), dir.path());
+        let newest = newest_segment(dir.path());
+        let mut data = fs::read(&newest).unwrap();
+        let frames = raw_frames(&data);
+        assert!(frames.len() >= 20 && data.len() > 20 * 1024 * 1024);
+        data[frames[1].at + damage] ^= 0x5a;
+        fs::write(&newest, &data).unwrap();
+        let mut o = opts(dir.path());
+        o.segment_bytes = 256 * 1024 * 1024;
+        match Log::open(o) {
+            Err(LogError::Corrupt { detail, .. }) => {
+                assert!(detail.contains("intact frames follow"), "{what}: {detail}")
+            }
+            Err(e) => panic!("{what}: expected a corruption error, got {e}"),
+            Ok(_) => panic!("{what}: opened a journal damaged before its last frame"),
+        }
+    }
+}
+
+/// A power cut can keep later sectors of the last, unsynced write while losing earlier ones:
+/// an unreadable frame followed, within what one write spans, by intact ones. Nothing of that
+/// write was acknowledged, so it is a torn tail and the log opens with everything before it.
+#[test]
+fn a_torn_write_that_kept_later_frames_is_a_torn_tail() {
+    let (dir, mut model) = torn_fixture();
+    let newest = newest_segment(dir.path());
+    let mut data = fs::read(&newest).unwrap();
+    let frames = raw_frames(&data);
+    assert!(frames.len() >= 2);
+    let first = frames[0];
+    // The first frame's sectors never reached the disk (zeros); the later ones did.
+    for b in &mut data[first.at..first.at + first.len] {
+        *b = 0;
+    }
+    fs::write(&newest, &data).unwrap();
+    for f in &frames {
+        let m = model
+            .get_mut(&("t".to_string(), (f.stream - 1) as u32))
+            .unwrap();
+        m.retain(|r| r.offset < f.value);
+    }
+    reopen_and_continue(dir.path(), &model);
+}
+
+/// The last frame damaged in place (not cut short) with nothing after it is still a torn tail.
+#[test]
+fn damaged_last_frame_of_the_newest_segment_is_a_torn_tail() {
+    let (dir, mut model) = torn_fixture();
+    let newest = newest_segment(dir.path());
+    let mut data = fs::read(&newest).unwrap();
+    let last = *raw_frames(&data).last().unwrap();
+    data[last.at + 40] ^= 0x5a;
+    fs::write(&newest, &data).unwrap();
+    let m = model
+        .get_mut(&("t".to_string(), (last.stream - 1) as u32))
+        .unwrap();
+    m.retain(|r| r.offset < last.value);
+    reopen_and_continue(dir.path(), &model);
+}
+
 #[test]
 fn corruption_in_an_older_segment_is_an_error_on_open() {
     for (what, damage) in [
@@ -596,5 +684,60 @@ fn dropping_the_last_handle_inside_a_callback() {
         }
     };
     assert_eq!(log.partition_stats("t", 0).unwrap().high_watermark, 2);
+    log.close().unwrap();
+}
+
+/// A process that crashes again before its first periodic checkpoint must not replay the same
+/// journal again: recovery checkpoints what it replayed before taking new writes.
+#[test]
+fn a_checkpoint_is_taken_right_after_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = Model::new();
+    let log = Log::open(opts(dir.path())).unwrap();
+    log.create_topic("t", 2, TopicConfig::new()).unwrap();
+    for i in 0..60 {
+        put(&log, &mut model, "t", i % 2, &format!("r{i}"), 2, i as i64);
+    }
+    log.sync().unwrap();
+    let first = tempfile::tempdir().unwrap();
+    crash_copy(dir.path(), first.path());
+    log.close().unwrap();
+
+    let log = Log::open(opts(first.path())).unwrap();
+    assert!(log.recovery_stats().replayed_frames >= 60);
+    assert_model(&log, &model);
+    let second = tempfile::tempdir().unwrap();
+    crash_copy(first.path(), second.path());
+    drop(log);
+
+    let log = Log::open(opts(second.path())).unwrap();
+    assert_eq!(log.recovery_stats().replayed_frames, 0);
+    assert_model(&log, &model);
+    log.close().unwrap();
+}
+
+/// Many small frames call for a checkpoint long before `checkpoint_bytes` of journal: replay
+/// costs per frame.
+#[test]
+fn a_checkpoint_is_taken_after_a_bounded_number_of_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(dir.path());
+    o.segment_bytes = 1024 * 1024;
+    o.checkpoint_frames = 100;
+    let log = Log::open(o).unwrap();
+    log.create_topic("t", 1, TopicConfig::new()).unwrap();
+    let mut model = Model::new();
+    for i in 0..300 {
+        put(&log, &mut model, "t", 0, &format!("f{i}"), 1, i);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while log.checkpoint_position() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(
+        log.checkpoint_position() > 0,
+        "no checkpoint after 300 frames with checkpoint_frames = 100"
+    );
+    assert_model(&log, &model);
     log.close().unwrap();
 }

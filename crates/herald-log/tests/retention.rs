@@ -427,3 +427,64 @@ fn background_maintenance_applies_retention() {
     assert_eq!(log.partition_stats("r", 0).unwrap().log_start, 60);
     log.close().unwrap();
 }
+
+/// Readers that ask for the oldest records while retention moves the log start past them and
+/// reclamation deletes their segments must be told OFFSET_OUT_OF_RANGE (and then read on from
+/// the new log start), never see a corruption or an I/O error.
+#[test]
+fn reads_racing_reclamation_get_offset_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(dir.path());
+    o.segment_bytes = 2048;
+    let log = Log::open(o).unwrap();
+    log.create_topic("t", 1, TopicConfig::new()).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let log = log.clone();
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let (mut reads, mut out_of_range) = (0u64, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let at = log.partition_stats("t", 0).unwrap().log_start;
+                    match log.read("t", 0, at, 64 * 1024) {
+                        Ok(r) => {
+                            reads += 1;
+                            for b in &r.batches {
+                                assert!(end_of(b) > at, "a batch wholly before {at}");
+                            }
+                        }
+                        Err(LogError::OffsetOutOfRange { log_start, .. }) => {
+                            assert!(
+                                log_start > at,
+                                "out of range at {at}, log start {log_start}"
+                            );
+                            out_of_range += 1;
+                        }
+                        Err(e) => panic!("a read at the log start {at} failed with: {e}"),
+                    }
+                }
+                (reads, out_of_range)
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut i = 0u64;
+    while started.elapsed() < Duration::from_secs(4) {
+        for _ in 0..20 {
+            append(&log, "t", 0, &recs(&format!("r{i}"), 4, 1));
+            i += 1;
+        }
+        let hw = log.partition_stats("t", 0).unwrap().high_watermark;
+        log.delete_records_before("t", 0, hw.saturating_sub(8))
+            .unwrap();
+        log.run_maintenance().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut reads = 0;
+    for r in readers {
+        reads += r.join().unwrap().0;
+    }
+    assert!(reads > 0, "the readers read something");
+    assert!(log.segment_count() < 10, "reclamation kept up");
+}

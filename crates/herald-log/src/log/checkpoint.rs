@@ -25,9 +25,11 @@ impl Inner {
             .synced
             .load(Ordering::SeqCst)
             .min(self.visible.load(Ordering::SeqCst));
+        let cutoff = now_ms() - self.opts.idempotency_window.as_millis() as i64;
         if pos <= self.checkpointed.load(Ordering::SeqCst)
             && self.dirty_topics.lock().is_empty()
             && self.dirty_streams.lock().is_empty()
+            && !self.idem.lock().dirty(cutoff)
         {
             return Ok(());
         }
@@ -35,13 +37,12 @@ impl Inner {
         let topics: Vec<String> = self.dirty_topics.lock().drain().collect();
         let deleted: Vec<u64> = std::mem::take(&mut *self.deleted_streams.lock());
         let segs: Vec<u64> = self.dirty_segs.lock().drain().collect();
-        let cutoff = now_ms() - self.opts.idempotency_window.as_millis() as i64;
-        let (fresh_keys, expired_keys) = {
+        let (fresh_keys, evicted_keys) = {
             let mut idem = self.idem.lock();
             idem.expire(cutoff);
             (
                 std::mem::take(&mut idem.fresh),
-                std::mem::take(&mut idem.expired),
+                std::mem::take(&mut idem.evicted),
             )
         };
         // Should this checkpoint fail, the next one must still write what was taken here, or
@@ -57,7 +58,8 @@ impl Inner {
         };
         let mut moved: Vec<(Arc<Partition>, u64)> = Vec::new();
         let mut still_dirty: Vec<u64> = Vec::new();
-        let mut fresh_later: Vec<Vec<u8>> = Vec::new();
+        let mut fresh_later: Vec<u128> = Vec::new();
+        let mut oldest_written = i64::MAX;
 
         let wtx = self.db.begin_write()?;
         {
@@ -146,17 +148,19 @@ impl Inner {
                 }
             }
             let mut idem_t = wtx.open_table(IDEM)?;
+            // Rows older than the window, including any a crashed run loaded or wrote and
+            // never removed, so that the table never outgrows the window.
+            idem_t.retain_in((i64::MIN, 0u128)..(cutoff, 0u128), |_, _| false)?;
             {
                 let idem = self.idem.lock();
-                for k in &expired_keys {
-                    if !idem.map.contains_key(k) {
-                        idem_t.remove(k.as_slice())?;
-                    }
+                for (created, k) in &evicted_keys {
+                    idem_t.remove((*created, *k))?;
                 }
                 for k in fresh_keys {
                     if let Some(e) = idem.map.get(&k) {
                         if e.position < pos {
-                            idem_t.insert(k.as_slice(), &store::to_json(&e.rec)[..])?;
+                            oldest_written = oldest_written.min(e.rec.created_ms);
+                            idem_t.insert((e.rec.created_ms, k), &e.rec.encode_value()[..])?;
                         } else {
                             fresh_later.push(k);
                         }
@@ -181,7 +185,11 @@ impl Inner {
             }
         }
         self.dirty_streams.lock().extend(still_dirty);
-        self.idem.lock().fresh.extend(fresh_later);
+        {
+            let mut idem = self.idem.lock();
+            idem.fresh.extend(fresh_later);
+            idem.stored_since_ms = idem.stored_since_ms.max(cutoff).min(oldest_written);
+        }
         Ok(())
     }
 }
@@ -194,7 +202,7 @@ struct Undo<'a> {
     topics: Vec<String>,
     deleted: Vec<u64>,
     segs: Vec<u64>,
-    fresh: Vec<Vec<u8>>,
+    fresh: Vec<u128>,
 }
 
 impl Drop for Undo<'_> {

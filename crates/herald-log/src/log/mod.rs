@@ -83,6 +83,8 @@ pub struct LogOptions {
     pub segment_bytes: u64,
     /// A checkpoint is taken after this much journal, bounding recovery work.
     pub checkpoint_bytes: u64,
+    /// ...or after this many frames (recovery cost is per frame as well as per byte)...
+    pub checkpoint_frames: u64,
     /// ...or after this long, whichever comes first.
     pub checkpoint_interval: Duration,
     /// Appends waiting for the writer are refused past this many bytes.
@@ -108,6 +110,7 @@ impl LogOptions {
             fsync: FsyncPolicy::Always,
             segment_bytes: 128 * 1024 * 1024,
             checkpoint_bytes: 256 * 1024 * 1024,
+            checkpoint_frames: 100_000,
             checkpoint_interval: Duration::from_secs(30),
             max_pending_bytes: 256 * 1024 * 1024,
             max_batch_bytes: 16 * 1024 * 1024,
@@ -162,6 +165,18 @@ pub enum AppendOutcome {
     /// An idempotent producer resent a batch already stored at `base_offset`; nothing was
     /// written.
     DuplicateBatch { base_offset: u64, last_offset: u64 },
+}
+
+/// What opening the log found and did; recovery's cost is bounded by the checkpoint bounds
+/// (`checkpoint_bytes`, `checkpoint_frames`) and the idempotency window, not by total data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecoveryStats {
+    /// Journal frames after the checkpoint, replayed.
+    pub replayed_frames: u64,
+    pub replayed_bytes: u64,
+    /// Idempotency keys inside the window, loaded.
+    pub idempotency_keys: usize,
+    pub elapsed: Duration,
 }
 
 /// Batches read from one partition, as stored (Kafka RecordBatch v2 bytes).
@@ -267,6 +282,7 @@ struct Inner {
     catalog_commit: RwLock<()>,
     ckpt_lock: Mutex<()>,
     space: space::Space,
+    recovery: Mutex<RecoveryStats>,
 }
 
 /// The embedded durable log. Cheap to clone; all clones share one writer.
@@ -379,9 +395,18 @@ impl Log {
             ckpt_lock: Mutex::new(()),
             catalog_commit: RwLock::new(()),
             space: space::Space::default(),
+            recovery: Mutex::new(RecoveryStats::default()),
             opts,
         });
         let writer = inner.recover()?;
+        // Whatever was replayed is checkpointed before any new write: a process that keeps
+        // crashing before its first periodic checkpoint would otherwise replay an ever longer
+        // journal at every start. This also drops idempotency rows that aged out meanwhile.
+        // On a full disk this may fail; the log still opens (reads work, appends wait for
+        // space) and the periodic checkpoint tries again.
+        if let Err(e) = inner.checkpoint_or_heal() {
+            tracing::warn!(error = %e, "checkpoint after recovery failed; retried periodically");
+        }
         inner.restore_ballast(true);
 
         let mut threads = Vec::new();
@@ -642,7 +667,8 @@ impl Log {
 
     /// Looks up idempotency keys without writing anything.
     pub fn idempotency_lookup(&self, key: &[u8]) -> Option<IdemHit> {
-        let rec = self.inner.idem.lock().map.get(key).map(|e| e.rec)?;
+        let digest = store::idem_digest(key);
+        let rec = self.inner.idem.lock().map.get(&digest).map(|e| e.rec)?;
         self.inner.hit(&rec)
     }
 
@@ -672,6 +698,16 @@ impl Log {
     /// Takes a checkpoint now.
     pub fn checkpoint(&self) -> Result<()> {
         self.inner.checkpoint_or_heal()
+    }
+
+    /// The journal position up to which the last checkpoint made recovery unnecessary.
+    pub fn checkpoint_position(&self) -> u64 {
+        self.inner.checkpointed.load(Ordering::SeqCst)
+    }
+
+    /// What recovery did when this log was opened.
+    pub fn recovery_stats(&self) -> RecoveryStats {
+        *self.inner.recovery.lock()
     }
 
     /// Stops accepting work, writes what is queued, takes a final checkpoint and joins the

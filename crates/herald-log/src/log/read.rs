@@ -77,7 +77,25 @@ impl Log {
                 entries
             }
         };
-        out.batches = self.inner.read_entries(p.stream, &entries)?;
+        let read = self.inner.read_entries(p.stream, &entries);
+        let skipped = entries.first().is_some_and(|e| e.base_offset > offset);
+        if read.is_err() || skipped {
+            // Retention and reclamation run concurrently: between the check above and now the
+            // log start may have moved past `offset` and its index rows or segment been deleted.
+            // That is the reader being too slow, not damage, and the client must be told to
+            // restart from the new log start.
+            let s = p.state.lock();
+            if offset < s.log_start {
+                return Err(LogError::OffsetOutOfRange {
+                    topic: topic.to_owned(),
+                    partition,
+                    offset,
+                    log_start: s.log_start,
+                    high_watermark: s.next_offset,
+                });
+            }
+        }
+        out.batches = read?;
         Ok(out)
     }
 

@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+
+use redb::{ReadableTable, ReadableTableMetadata};
 use std::time::Instant;
 
 use crate::batch::BatchHeader;
@@ -15,7 +17,46 @@ use crate::store::{
     TOPICS, TopicRecord,
 };
 
-use super::{IdemEntry, Inner, extend_topic, install_topic, now_ms, raise_max_ts};
+use super::writer::TORN_WINDOW;
+use super::{
+    FsyncPolicy, IdemEntry, Inner, RecoveryStats, extend_topic, install_topic, now_ms, raise_max_ts,
+};
+
+/// The global position of the first intact (checksummed) frame that starts after `bad`, the
+/// position of an unreadable frame in segment `seg`. Every byte position after it is tried:
+/// the bad frame's own length field cannot be trusted to say where the next frame starts (a
+/// damaged length can even claim to run past the end of the file).
+fn intact_frame_after(
+    fs: &dyn crate::fs::Fs,
+    dir: &std::path::Path,
+    seg: u64,
+    bad: u64,
+) -> Result<Option<u64>> {
+    let path = journal::segment_path(dir, seg);
+    let io = |e| LogError::io(path.display(), e);
+    let (file, _) = fs.open(&path, false).map_err(io)?;
+    let from = bad.saturating_sub(seg);
+    let len = file.size().map_err(io)?.saturating_sub(from);
+    let mut rest = vec![0u8; usize::try_from(len).unwrap_or(0)];
+    file.read_exact_at(&mut rest, from).map_err(io)?;
+    let magic = frame::MAGIC.to_le_bytes();
+    // The first intact frame at least TORN_WINDOW past the bad one is what decides; frames
+    // nearer may belong to the same torn write.
+    let skip = usize::try_from(TORN_WINDOW).unwrap_or(usize::MAX).max(1);
+    let found = rest
+        .windows(magic.len())
+        .enumerate()
+        .skip(skip)
+        .filter(|(_, w)| *w == magic)
+        .find(|(i, _)| {
+            matches!(
+                frame::decode(rest.get(*i..).unwrap_or_default()),
+                frame::Decoded::Frame(_)
+            )
+        })
+        .map(|(i, _)| bad + i as u64);
+    Ok(found)
+}
 
 impl Inner {
     /// Loads the checkpoint and replays the journal after it. Returns the writer positioned at
@@ -48,26 +89,33 @@ impl Inner {
             })?;
         }
         {
+            // Only keys inside the window are read, already in age order; older rows are left
+            // for the checkpoint taken right after recovery to delete.
             let cutoff = now_ms() - self.opts.idempotency_window.as_millis() as i64;
-            let mut rows: Vec<(Vec<u8>, IdemRecord)> = Vec::new();
-            store::load_all(&self.db, IDEM, |k, v| {
-                rows.push((k.to_vec(), store::from_json("idempotency", v)?));
-                Ok(())
-            })?;
-            rows.sort_by_key(|(_, r)| r.created_ms);
+            let rtx = self.db.begin_read()?;
+            let table = rtx.open_table(IDEM)?;
             let mut idem = self.idem.lock();
-            for (k, r) in rows {
-                if r.created_ms >= cutoff {
-                    idem.order.push_back((r.created_ms, k.clone()));
-                    idem.map.insert(
-                        k,
-                        IdemEntry {
-                            rec: r,
-                            position: 0,
-                        },
-                    );
-                } else {
-                    idem.expired.push(k);
+            idem.stored_since_ms = match table.first()? {
+                Some((k, _)) => k.value().0,
+                None => i64::MAX,
+            };
+            // Sized once: growing a table of a million keys rehashes it many times over.
+            let rows = usize::try_from(table.len()?).unwrap_or(0);
+            let room = rows.min(self.opts.idempotency_max_keys);
+            idem.map.reserve(room);
+            idem.order.reserve(room);
+            for row in table.range((cutoff, 0u128)..)? {
+                let (k, v) = row?;
+                let (created, key) = k.value();
+                let rec = IdemRecord::decode_value(created, v.value())?;
+                idem.order.push_back((created, key));
+                idem.map.insert(key, IdemEntry { rec, position: 0 });
+            }
+            // Rows loaded beyond the key limit are forgotten as they would have been in memory.
+            while idem.map.len() > self.opts.idempotency_max_keys {
+                match idem.pop_oldest() {
+                    Some(gone) => idem.evicted.push(gone),
+                    None => break,
                 }
             }
         }
@@ -105,6 +153,38 @@ impl Inner {
                 }
                 self.segments.insert(seg, self.open_ro(seg)?);
             } else if seg + file_len != valid_end {
+                // Only a write cut short by the crash may be dropped. Such a write leaves no
+                // intact frame after the first bad one; an intact frame further on means the bad
+                // one is damage in the middle, and everything after it was acknowledged.
+                //
+                // "Further on" has a bound: a power cut can also keep later sectors of the last,
+                // unsynced group while losing earlier ones, leaving intact frames after a torn
+                // one. With every group synced, that group is the only unsynced one and spans at
+                // most TORN_WINDOW, so only an intact frame beyond it proves damage. With an
+                // fsync interval many groups may be unsynced at once, so nothing is proved and
+                // the tail is cut as before (that mode trades the last interval away).
+                let proof = match self.opts.fsync {
+                    FsyncPolicy::Always => {
+                        intact_frame_after(self.fs(), &self.journal_dir, seg, valid_end)?
+                            .filter(|at| *at >= valid_end.saturating_add(TORN_WINDOW))
+                    }
+                    FsyncPolicy::Interval(_) => None,
+                };
+                if let Some(at) = proof {
+                    return Err(LogError::Corrupt {
+                        segment: journal::segment_path(&self.journal_dir, seg)
+                            .display()
+                            .to_string(),
+                        position: valid_end,
+                        detail: format!(
+                            "an unreadable frame is not the torn end of the journal: intact frames \
+                             follow it beyond what one unsynced write spans (one at position {at}); \
+                             refusing to drop them. \
+                             Restore the data directory from a backup, or truncate this segment \
+                             at the position to accept losing what follows"
+                        ),
+                    });
+                }
                 tracing::warn!(
                     segment = seg,
                     discarded = seg + file_len - valid_end,
@@ -123,8 +203,16 @@ impl Inner {
         self.visible.store(end, Ordering::SeqCst);
         self.synced.store(end, Ordering::SeqCst);
         self.checkpointed.store(ckpt, Ordering::SeqCst);
+        let stats = RecoveryStats {
+            replayed_frames: replayed,
+            replayed_bytes: end.saturating_sub(ckpt),
+            idempotency_keys: self.idem.lock().map.len(),
+            elapsed: started.elapsed(),
+        };
+        *self.recovery.lock() = stats;
         tracing::info!(
             topics = self.catalog.read().topics.len(),
+            idempotency_keys = stats.idempotency_keys,
             replayed_frames = replayed,
             replayed_bytes = end.saturating_sub(ckpt),
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -208,8 +296,9 @@ impl Inner {
                         timestamp_ms: bh.max_timestamp,
                         created_ms: now_ms(),
                     };
-                    if rec.created_ms >= cutoff && !idem.map.contains_key(&k.key) {
-                        idem.insert(k.key, rec, position, self.opts.idempotency_max_keys);
+                    let digest = store::idem_digest(&k.key);
+                    if rec.created_ms >= cutoff && !idem.map.contains_key(&digest) {
+                        idem.insert(digest, rec, position, self.opts.idempotency_max_keys);
                     }
                 }
             }

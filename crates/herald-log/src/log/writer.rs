@@ -17,6 +17,18 @@ use super::{
     extend_topic, install_topic, now_ms, raise_max_ts,
 };
 
+/// The most bytes of appends one group writes before its `fdatasync` (a single larger batch is
+/// a group of its own). Besides keeping the first append of a group from waiting behind a huge
+/// write, it bounds what a power cut can tear when every group is synced: only the last group
+/// is ever unsynced, so an intact frame further than [`TORN_WINDOW`] past an unreadable one
+/// proves the unreadable one had been synced — damage, not a write cut short.
+pub(crate) const MAX_GROUP_BYTES: usize = 8 * 1024 * 1024;
+
+/// How far past an unreadable frame in the newest segment an intact frame may lie and still be
+/// part of the same torn, unsynced group: a group's appends plus generous room for frame
+/// headers and catalog frames.
+pub(crate) const TORN_WINDOW: u64 = 2 * MAX_GROUP_BYTES as u64;
+
 pub(super) enum Op {
     Append {
         topic: String,
@@ -58,6 +70,14 @@ pub(super) enum Op {
 }
 
 impl Op {
+    /// The bytes this operation counts against the queue's bound.
+    fn queued_bytes(&self) -> usize {
+        match self {
+            Op::Append { batch, .. } => batch.len(),
+            _ => 0,
+        }
+    }
+
     pub(super) fn fail(self, e: LogError) {
         match self {
             Op::Append { done, .. } => done(Err(e)),
@@ -127,6 +147,9 @@ impl Inner {
         let mut last_sync = Instant::now();
         let mut unsynced = false;
         let mut since_ckpt: u64 = 0;
+        // Recovery replays frame by frame, so a journal of many small frames needs a checkpoint
+        // sooner than its size alone would call for.
+        let mut frames_since_ckpt: u64 = 0;
         loop {
             let ops = {
                 let mut q = self.queue.lock();
@@ -141,8 +164,22 @@ impl Inner {
                         _ => self.queue_cv.wait(&mut q),
                     }
                 }
-                q.pending_bytes = 0;
-                (std::mem::take(&mut q.ops), q.closed)
+                // One group at most MAX_GROUP_BYTES of appends (at least one operation); the
+                // rest waits for the next group.
+                let mut taken = 0usize;
+                let mut n = 0usize;
+                for op in &q.ops {
+                    let b = op.queued_bytes();
+                    if n > 0 && taken.saturating_add(b) > MAX_GROUP_BYTES {
+                        break;
+                    }
+                    taken = taken.saturating_add(b);
+                    n += 1;
+                }
+                q.pending_bytes = q.pending_bytes.saturating_sub(taken);
+                let keep = n.min(q.ops.len());
+                let rest = q.ops.split_off(keep);
+                (std::mem::replace(&mut q.ops, rest), q.closed)
             };
             let (ops, closed) = ops;
             if ops.is_empty() {
@@ -206,6 +243,10 @@ impl Inner {
                 return;
             }
             since_ckpt += buf.len() as u64;
+            frames_since_ckpt += completions
+                .iter()
+                .filter(|c| matches!(c, Completion::Appended { .. } | Completion::LogStart { .. }))
+                .count() as u64;
             let interval_due =
                 matches!(self.opts.fsync, FsyncPolicy::Interval(iv) if last_sync.elapsed() >= iv);
             if need_sync || interval_due {
@@ -243,8 +284,11 @@ impl Inner {
                     }
                 }
             }
-            if since_ckpt >= self.opts.checkpoint_bytes {
+            if since_ckpt >= self.opts.checkpoint_bytes
+                || frames_since_ckpt >= self.opts.checkpoint_frames
+            {
                 since_ckpt = 0;
+                frames_since_ckpt = 0;
                 let (lock, cv) = &self.ckpt_signal;
                 *lock.lock() = true;
                 cv.notify_all();
@@ -311,7 +355,7 @@ impl Inner {
                     let idem = self.idem.lock();
                     let hits: Vec<Option<IdemRecord>> = keys
                         .iter()
-                        .map(|k| idem.map.get(&k.key).map(|e| e.rec))
+                        .map(|k| idem.map.get(&store::idem_digest(&k.key)).map(|e| e.rec))
                         .collect();
                     drop(idem);
                     if hits.iter().any(Option::is_some) {
@@ -398,7 +442,12 @@ impl Inner {
                             timestamp_ms: header.max_timestamp,
                             created_ms: now,
                         };
-                        idem.insert(k.key, rec, position, self.opts.idempotency_max_keys);
+                        idem.insert(
+                            store::idem_digest(&k.key),
+                            rec,
+                            position,
+                            self.opts.idempotency_max_keys,
+                        );
                     }
                 }
                 let entry = IndexEntry {
