@@ -1,7 +1,7 @@
 //! One WebSocket text frame of Centrifugo's JSON protocol: newline-separated commands, split
 //! and decoded as the session does before running them.
 //!
-//! Property: decoding never panics, and a line that decodes as a command is a JSON object.
+//! Property: decoding never panics, and only an object or array decodes as a command.
 #![no_main]
 
 use herald_realtime::proto::Command;
@@ -16,10 +16,15 @@ fuzz_target!(|data: &[u8]| {
         if line.is_empty() {
             continue;
         }
+        // Only an object (or, serde being lenient, an array of fields) decodes as a command.
+        // Not "a command is a valid `Value`": serde skips unknown fields without converting
+        // their numbers, so `1e999` there is accepted.
         if serde_json::from_str::<Command>(line).is_ok() {
-            let v: serde_json::Value =
-                serde_json::from_str(line).expect("a decoded command is valid JSON");
-            assert!(v.is_object(), "a command decoded from a non-object: {line}");
+            assert!(
+                (line.starts_with('{') && line.ends_with('}'))
+                    || (line.starts_with('[') && line.ends_with(']')),
+                "a command decoded from neither an object nor an array: {line}"
+            );
         }
     }
 });

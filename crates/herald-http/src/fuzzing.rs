@@ -81,3 +81,22 @@ async fn acls(Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiE
     crate::admin::filter_from_query(&q)?;
     Ok(StatusCode::OK.into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::route_target;
+    use axum::http::StatusCode;
+
+    #[test]
+    fn request_targets_are_parsed_as_the_handlers_do() {
+        let ok = Some(StatusCode::OK);
+        let bad = Some(StatusCode::BAD_REQUEST);
+        assert_eq!(route_target("/v1/topics?match=smarteros.%2A.%3E"), ok);
+        assert_eq!(route_target("/v1/topics?tenant=acme&nope=1"), bad);
+        assert_eq!(route_target("/v1/topics/a.b/events?offset=-1"), bad);
+        assert_eq!(route_target("/v1/topics/a%2Fb/events?limit=5"), ok);
+        assert_eq!(route_target("/v1/acls?operation=fly"), bad);
+        assert_eq!(route_target("/nowhere"), Some(StatusCode::NOT_FOUND));
+        assert_eq!(route_target("not a target"), None);
+    }
+}
