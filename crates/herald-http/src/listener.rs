@@ -46,6 +46,9 @@ pub struct ServeConfig {
     pub linger: Duration,
     /// Timeout of a TLS handshake.
     pub tls_handshake_timeout: Duration,
+    /// At shutdown, how long requests in flight may still run (a long poll, a body still
+    /// arriving) before the listener returns anyway and the process goes on to close the log.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ServeConfig {
@@ -57,6 +60,7 @@ impl Default for ServeConfig {
             max_body_bytes: 4 * 1024 * 1024,
             linger: Duration::from_secs(2),
             tls_handshake_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -132,7 +136,15 @@ pub async fn serve(
     drop(listener);
     let _ = stop_tx.send(true);
     drop(alive_tx);
-    let _ = alive_rx.recv().await;
+    if tokio::time::timeout(cfg.drain_timeout, alive_rx.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            timeout_secs = cfg.drain_timeout.as_secs(),
+            "HTTP requests still running at the end of the drain; closing anyway"
+        );
+    }
     Ok(())
 }
 

@@ -171,6 +171,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         idle_timeout: std::time::Duration::from_secs(cfg.http.idle_timeout_secs.max(1)),
         max_connections: http_max_connections,
         max_body_bytes: cfg.http.max_body_bytes,
+        // One drain bound for every listener.
+        drain_timeout: std::time::Duration::from_secs(cfg.kafka.drain_timeout_secs),
         ..herald_http::ServeConfig::default()
     };
     let http_addr = cfg.http_addr()?;

@@ -297,3 +297,72 @@ fn websocket_upgrade_with_an_invalid_key_is_refused() {
     }
     server.stop();
 }
+
+/// SIGTERM while a publish is half received: the listener stops accepting, the request in
+/// flight is read to its end, answered and durable, and then the process exits. A kept-alive
+/// idle connection is closed at once instead of holding the drain.
+#[test]
+fn sigterm_answers_an_http_publish_in_flight_and_it_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start_with_config(dir.path(), "", &[]);
+    let addr = host_port(&server);
+    let body =
+        r#"{"event_type":"order_created","tenant_id":"t-drain","service":"shop","data":{"n":1}}"#;
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nX-API-Key: {ADMIN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut idle = TcpStream::connect(&addr).unwrap();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    let (first, rest) = body.split_at(body.len() / 2);
+    s.write_all(first.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = server.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    s.write_all(rest.as_bytes()).unwrap();
+    let (answer, closed) = wait_for_close(&mut s, Duration::from_secs(10));
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "the publish in flight is answered: {answer:?}"
+    );
+    assert!(
+        closed.is_some(),
+        "the connection is closed after its answer"
+    );
+    let (_, idle_closed) = wait_for_close(&mut idle, Duration::from_secs(10));
+    assert!(
+        idle_closed.is_some(),
+        "an idle connection does not hold the drain"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "herald did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(server);
+
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[],
+        &[("HERALD_ADMIN_API_KEY", ADMIN)],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let events = rt.block_on(common::read_all(
+        &server,
+        "smarteros.t-drain.shop.order_created",
+        0,
+    ));
+    assert_eq!(events.len(), 1, "{events:?}");
+}
