@@ -250,6 +250,9 @@ fn parse_ts_ms(ts: &str) -> Option<i64> {
 static PRODUCE_CPU: std::sync::OnceLock<Option<Arc<tokio::sync::Semaphore>>> =
     std::sync::OnceLock::new();
 
+/// Produce batches up to this size, uncompressed, are checked on the calling task.
+const INLINE_CHECK_BYTES: usize = 64 * 1024;
+
 fn produce_cpu_permits() -> Option<Arc<tokio::sync::Semaphore>> {
     std::thread::available_parallelism()
         .ok()
@@ -661,12 +664,22 @@ impl Broker {
             Ok(TopicKind::Tenant(t)) => Some(t),
             _ => None,
         };
+        // Small uncompressed batches (the common 1 KiB record) are checked inline: the hop to the
+        // blocking pool would cost more than the check. Compressed ones may inflate up to 64 MiB
+        // and large ones parse many values, so they leave the async workers.
+        let heavy = batch.len() > INLINE_CHECK_BYTES
+            || herald_log::batch::BatchHeader::parse(&batch).map_or(true, |h| h.compression() != 0);
+        let pool = if heavy {
+            PRODUCE_CPU.get_or_init(produce_cpu_permits).as_ref()
+        } else {
+            None
+        };
         let checked = {
             let tenant_topic = tenant_topic.clone();
             let topic = topic.to_owned();
             move || check_produced_batch(&topic, batch, tenant_topic.as_ref(), strict)
         };
-        let (batch, count) = match PRODUCE_CPU.get_or_init(produce_cpu_permits) {
+        let (batch, count) = match pool {
             Some(permits) => {
                 let _permit = Arc::clone(permits)
                     .acquire_owned()
