@@ -129,6 +129,23 @@ pub(super) fn config_denial(
     }
 }
 
+/// Why AlterConfigs or IncrementalAlterConfigs refuses a resource, if it does: not authorized,
+/// or not a topic (only topic configurations can be changed).
+fn alter_refusal(
+    conn: &Connection,
+    who: &Subject,
+    resource_type: i8,
+    name: &str,
+) -> Option<(i16, &'static str)> {
+    if let Some(denied) = config_denial(conn, who, resource_type, name, Operation::AlterConfigs) {
+        return Some((denied, "Authorization failed."));
+    }
+    (resource_type != RESOURCE_TOPIC).then_some((
+        errors::INVALID_REQUEST,
+        "only topic configurations can be altered",
+    ))
+}
+
 pub(super) fn config_type(_read_only: bool) -> i8 {
     // STRING: every value is reported as text, as Redpanda does for most keys.
     2
@@ -163,23 +180,12 @@ pub(super) async fn alter_configs(
         let resp = AlterConfigsResourceResponse::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
-        if let Some(denied) = config_denial(
-            conn,
-            &who,
-            r.resource_type,
-            r.resource_name.as_str(),
-            Operation::AlterConfigs,
-        ) {
+        if let Some((code, message)) =
+            alter_refusal(conn, &who, r.resource_type, r.resource_name.as_str())
+        {
             out.push(
-                resp.with_error_code(denied)
-                    .with_error_message(Some(s("Authorization failed."))),
-            );
-            continue;
-        }
-        if r.resource_type != RESOURCE_TOPIC {
-            out.push(
-                resp.with_error_code(errors::INVALID_REQUEST)
-                    .with_error_message(Some(s("only topic configurations can be altered"))),
+                resp.with_error_code(code)
+                    .with_error_message(Some(s(message))),
             );
             continue;
         }
@@ -227,23 +233,12 @@ pub(super) async fn incremental_alter_configs(
         let resp = AlterConfigsResourceResponse::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
-        if let Some(denied) = config_denial(
-            conn,
-            &who,
-            r.resource_type,
-            r.resource_name.as_str(),
-            Operation::AlterConfigs,
-        ) {
+        if let Some((code, message)) =
+            alter_refusal(conn, &who, r.resource_type, r.resource_name.as_str())
+        {
             out.push(
-                resp.with_error_code(denied)
-                    .with_error_message(Some(s("Authorization failed."))),
-            );
-            continue;
-        }
-        if r.resource_type != RESOURCE_TOPIC {
-            out.push(
-                resp.with_error_code(errors::INVALID_REQUEST)
-                    .with_error_message(Some(s("only topic configurations can be altered"))),
+                resp.with_error_code(code)
+                    .with_error_message(Some(s(message))),
             );
             continue;
         }
