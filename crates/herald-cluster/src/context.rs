@@ -42,6 +42,23 @@ impl ClusterContext {
     pub(crate) fn clear(&self) {
         *self.last.lock() = None;
     }
+
+    /// Remembers a client-level error (from the error callback or a consumer's event queue).
+    pub(crate) fn note(&self, code: RDKafkaErrorCode, reason: &str) {
+        let mut reason = reason.to_owned();
+        if reason.len() > MAX_REASON {
+            let mut cut = MAX_REASON;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+        }
+        let mut last = self.last.lock();
+        let keep_old = last.as_ref().is_some_and(|old| rank(old.code) > rank(code));
+        if !keep_old {
+            *last = Some(LastError { code, reason });
+        }
+    }
 }
 
 impl ClientContext for ClusterContext {
@@ -63,25 +80,6 @@ impl ClientContext for ClusterContext {
         tracing::warn!(error = %error, "Kafka cluster client: {reason}");
         if let Some(code) = error.rdkafka_error_code() {
             self.note(code, reason);
-        }
-    }
-}
-
-impl ClusterContext {
-    /// Remembers a client-level error (from the error callback or a consumer's event queue).
-    pub(crate) fn note(&self, code: RDKafkaErrorCode, reason: &str) {
-        let mut reason = reason.to_owned();
-        if reason.len() > MAX_REASON {
-            let mut cut = MAX_REASON;
-            while !reason.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            reason.truncate(cut);
-        }
-        let mut last = self.last.lock();
-        let keep_old = last.as_ref().is_some_and(|old| rank(old.code) > rank(code));
-        if !keep_old {
-            *last = Some(LastError { code, reason });
         }
     }
 }

@@ -104,12 +104,12 @@ impl From<ClusterError> for BrokerError {
             ClusterError::Invalid(m) => BrokerError::Invalid(m),
             ClusterError::NotFound(m) => BrokerError::NotFound(m),
             ClusterError::Conflict(x) => BrokerError::Conflict(x),
-            ClusterError::OffsetOutOfRange {
+            e @ ClusterError::OffsetOutOfRange {
                 log_start,
                 high_watermark,
                 ..
             } => BrokerError::OffsetOutOfRange {
-                message: e_to_string_out_of_range(log_start, high_watermark),
+                message: e.to_string(),
                 log_start,
                 high_watermark,
             },
@@ -122,12 +122,6 @@ impl From<ClusterError> for BrokerError {
             ClusterError::Internal(m) => BrokerError::Internal(m),
         }
     }
-}
-
-fn e_to_string_out_of_range(log_start: u64, high_watermark: u64) -> String {
-    format!(
-        "offset out of range: the partition holds offsets {log_start} to {high_watermark} (exclusive)"
-    )
 }
 
 /// What an operation was about, so that an error code becomes the right typed error.
@@ -258,5 +252,62 @@ pub(crate) fn from_kafka(e: &KafkaError, subject: Subject<'_>, op: &str) -> Clus
     match code {
         Some(code) => from_code(code, subject, op),
         None => ClusterError::Internal(format!("{op} on {}: {e}", subject.describe())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_keeps_its_bounds_in_the_broker_error() {
+        let e = ClusterError::OffsetOutOfRange {
+            topic: "t".to_owned(),
+            partition: 2,
+            offset: 9,
+            log_start: 3,
+            high_watermark: 7,
+        };
+        match BrokerError::from(e) {
+            BrokerError::OffsetOutOfRange {
+                message,
+                log_start,
+                high_watermark,
+            } => {
+                assert_eq!((log_start, high_watermark), (3, 7));
+                assert!(message.contains("t/2"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn kafka_codes_become_typed_errors() {
+        let topic = Subject::Topic("orders");
+        assert!(matches!(
+            from_code(RDKafkaErrorCode::TopicAlreadyExists, topic, "creating"),
+            ClusterError::Conflict(Existing::Topic(t)) if t == "orders"
+        ));
+        assert!(matches!(
+            from_code(RDKafkaErrorCode::UnknownTopicOrPartition, topic, "describing"),
+            ClusterError::NotFound(Missing::Topic(t)) if t == "orders"
+        ));
+        assert!(matches!(
+            from_code(RDKafkaErrorCode::PolicyViolation, topic, "creating"),
+            ClusterError::Invalid(_)
+        ));
+        assert!(matches!(
+            from_code(RDKafkaErrorCode::GroupIdNotFound, Subject::Group("g"), "deleting"),
+            ClusterError::NotFound(Missing::Group(g)) if g == "g"
+        ));
+        assert!(matches!(
+            from_code(RDKafkaErrorCode::QueueFull, topic, "producing"),
+            ClusterError::Overloaded(_)
+        ));
+        // A fault of the cluster is never reported as the client's.
+        assert!(matches!(
+            from_code(RDKafkaErrorCode::BadMessage, topic, "reading"),
+            ClusterError::Internal(_)
+        ));
     }
 }

@@ -252,7 +252,7 @@ impl KafkaCluster {
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T, ClusterError> + Send + 'static,
     {
-        let _permit = self
+        let permit = self
             .inner
             .admin_permits
             .clone()
@@ -260,9 +260,14 @@ impl KafkaCluster {
             .await
             .map_err(|_| ClusterError::Unavailable("the cluster client is closed".to_owned()))?;
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || f(&inner))
-            .await
-            .map_err(|e| ClusterError::Internal(format!("cluster request task failed: {e}")))?
+        // The permit goes with the task: a caller that stops waiting does not free a slot
+        // while the blocking call still runs.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(&inner)
+        })
+        .await
+        .map_err(|e| ClusterError::Internal(format!("cluster request task failed: {e}")))?
     }
 
     fn admin_options(&self) -> AdminOptions {
@@ -519,4 +524,26 @@ async fn check_permissions(
         return Err(denied("CREATE for topics", "Create"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClusterConfig;
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let cfg = ClusterConfig::new("k1:9092")
+            .property("sasl.username", "herald")
+            .property("sasl.password", "hunter2-secret")
+            .property("ssl.key.password", "another-secret");
+        let shown = format!("{cfg:?}");
+        assert!(
+            shown.contains("herald") && shown.contains("k1:9092"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("another-secret"),
+            "{shown}"
+        );
+    }
 }

@@ -63,7 +63,7 @@ impl KafkaCluster {
             max_bytes: max_bytes.clamp(1, limits.max_read_bytes.max(1)),
             wait: wait.min(limits.max_read_wait),
         };
-        let _permit = self
+        let permit = self
             .inner
             .read_permits
             .clone()
@@ -82,7 +82,10 @@ impl KafkaCluster {
             .map_err(|e| ClusterError::Internal(format!("cannot create a consumer: {e}")))?,
         };
         let inner = std::sync::Arc::clone(&self.inner);
+        // The permit goes with the task: a caller that stops waiting does not free a slot while
+        // the read still runs.
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let result = read_blocking(&inner, &consumer, &req);
             // Stop fetching before the consumer goes back to the pool, so that an idle pooled
             // consumer holds no prefetched records.
@@ -131,13 +134,10 @@ impl KafkaCluster {
         before: u64,
     ) -> Result<u64, ClusterError> {
         let subject = Subject::Partition(topic, partition);
+        let part = part_i32(partition)?;
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(
-            topic,
-            part_i32(partition)?,
-            Offset::Offset(off_i64(before)?),
-        )
-        .map_err(|e| from_kafka(&e, subject, "deleting records"))?;
+        tpl.add_partition_offset(topic, part, Offset::Offset(off_i64(before)?))
+            .map_err(|e| from_kafka(&e, subject, "deleting records"))?;
         let out = self
             .inner
             .admin
@@ -147,7 +147,7 @@ impl KafkaCluster {
         let elem = out
             .elements()
             .into_iter()
-            .find(|e| e.topic() == topic && e.partition() == part_i32(partition).unwrap_or(-1))
+            .find(|e| e.topic() == topic && e.partition() == part)
             .map(|e| (e.error(), e.offset()));
         match elem {
             Some((Err(e), _)) => Err(from_kafka(&e, subject, "deleting records")),
@@ -301,6 +301,7 @@ fn read_blocking(
             req.wait
         };
     let mut bytes = 0usize;
+    let mut waited_for_existing = false;
     loop {
         let timeout = if result.records.is_empty() {
             first_deadline.saturating_duration_since(Instant::now())
@@ -308,6 +309,7 @@ fn read_blocking(
             Duration::ZERO
         };
         let Some(polled) = consumer.poll(timeout) else {
+            waited_for_existing = result.records.is_empty() && req.offset < w.high_watermark;
             break;
         };
         let msg = match polled {
@@ -367,6 +369,16 @@ fn read_blocking(
         if result.records.len() >= req.max_records {
             break;
         }
+    }
+    if waited_for_existing {
+        return Err(ClusterError::Unavailable(format!(
+            "{}/{} holds offsets up to {} but none arrived from {} within {} s; retry later",
+            req.topic,
+            req.partition,
+            w.high_watermark,
+            req.offset,
+            inner.cfg.limits.request_timeout.as_secs()
+        )));
     }
     Ok(result)
 }
