@@ -10,6 +10,9 @@ pub enum ConnectError {
     /// The configuration itself is refused (an unknown or malformed client property).
     #[error("invalid Kafka cluster configuration: {0}")]
     Config(String),
+    /// The client itself could not start (a thread or task of this process failed).
+    #[error("the Kafka cluster client could not start: {0}")]
+    Client(String),
     /// No broker answered within the timeout.
     #[error(
         "no Kafka broker answered at {bootstrap} within {timeout_secs} s ({detail}); check that \

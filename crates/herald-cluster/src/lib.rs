@@ -189,7 +189,7 @@ impl KafkaCluster {
             (meta, probe)
         })
         .await
-        .map_err(|e| ConnectError::Config(format!("connection check did not finish: {e}")))?;
+        .map_err(|e| ConnectError::Client(format!("the connection check did not finish: {e}")))?;
         let (broker_count, first_broker, cluster_id) = match probe {
             Ok(found) => found,
             Err(last) => return Err(connect_failure(&cfg, last)),
@@ -227,7 +227,7 @@ impl KafkaCluster {
         std::thread::Builder::new()
             .name("herald-cluster-events".to_owned())
             .spawn(move || drain_loop(&weak))
-            .map_err(|e| ConnectError::Config(format!("cannot start the event thread: {e}")))?;
+            .map_err(|e| ConnectError::Client(format!("cannot start the event thread: {e}")))?;
         Ok(KafkaCluster { inner })
     }
 

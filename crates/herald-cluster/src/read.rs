@@ -249,11 +249,16 @@ fn out_of_range(req: &ReadRequest, w: Watermarks) -> ClusterError {
     }
 }
 
-/// Errors a read outlives: librdkafka retries the connection or the leader lookup itself.
+/// Errors a read outlives: librdkafka retries the connection or the leader lookup itself, and
+/// the readers' group is only a name librdkafka requires for assigning partitions — its
+/// coordinator (which the principal may not even be allowed to look up) plays no part in a read.
 fn transient(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
-        RDKafkaErrorCode::BrokerTransportFailure
+        RDKafkaErrorCode::GroupAuthorizationFailed
+            | RDKafkaErrorCode::CoordinatorNotAvailable
+            | RDKafkaErrorCode::NotCoordinator
+            | RDKafkaErrorCode::BrokerTransportFailure
             | RDKafkaErrorCode::AllBrokersDown
             | RDKafkaErrorCode::Resolve
             | RDKafkaErrorCode::NotLeaderForPartition

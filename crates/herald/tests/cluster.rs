@@ -167,6 +167,23 @@ async fn sasl_credentials_and_permissions_are_checked_on_connect() {
             .unwrap()
             .contains(&"sasl-topic".to_owned())
     );
+    let offsets = cluster
+        .produce("sasl-topic", 0, vec![record(7, None)])
+        .await
+        .unwrap();
+    let got = cluster
+        .read(
+            "sasl-topic",
+            0,
+            offsets[0],
+            10,
+            1 << 20,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.records.len(), 1);
+    assert_eq!(got.records[0].value.as_deref(), Some(&b"{\"n\":7}"[..]));
     server.stop();
 }
 
