@@ -288,6 +288,8 @@ struct OpenPack {
     max_before: i64,
     /// Whether an entry added now raised the running maximum.
     raised: bool,
+    /// Entries held when it was read; an extended pack is rewritten only if it grew.
+    stored: usize,
 }
 
 impl OpenPack {
@@ -298,6 +300,7 @@ impl OpenPack {
             bytes: PACK_HEAD_LEN,
             max_before,
             raised: false,
+            stored: 0,
         }
     }
 
@@ -327,6 +330,9 @@ impl OpenPack {
         packs: &mut redb::Table<(u64, u64), &[u8]>,
         times: &mut redb::Table<(u64, i64), u64>,
     ) -> Result<()> {
+        if self.entries.len() == self.stored {
+            return Ok(());
+        }
         packs.insert((stream, self.key), &encode_pack(&self.entries)?[..])?;
         if self.raised {
             let old = times.get((stream, self.max_before))?.map(|g| g.value());
@@ -366,6 +372,7 @@ pub fn index_entries(
             let bytes = encode_pack(&existing)?.len();
             OpenPack {
                 key,
+                stored: existing.len(),
                 entries: existing,
                 bytes,
                 max_before: rec.max_ts,
@@ -377,6 +384,16 @@ pub fn index_entries(
     // Without a pack to extend, `first` opened a new one.
     let mut opened_by_first = fresh;
     for e in entries {
+        // A batch already indexed (as a checkpoint that wrote it would have) is not added twice:
+        // starting a pack at its offset would replace the pack that holds it.
+        let indexed = !opened_by_first
+            && open
+                .entries
+                .last()
+                .is_some_and(|l| e.base_offset < l.end_offset());
+        if indexed {
+            continue;
+        }
         if !std::mem::take(&mut opened_by_first) && !open.try_push(*e) {
             open.write(stream, rec.max_ts, packs, times)?;
             open = OpenPack::new(*e, rec.max_ts);
@@ -827,6 +844,16 @@ mod tests {
                 let mut packs = wtx.open_table(PACKS).unwrap();
                 let mut times = wtx.open_table(TIMES).unwrap();
                 index_entries(&mut packs, &mut times, 9, &mut rec, chunk).unwrap();
+            }
+            wtx.commit().unwrap();
+        }
+        // Batches indexed already are not added again, whichever pack holds them.
+        for again in [&all[990..], &all[..5]] {
+            let wtx = db.begin_write().unwrap();
+            {
+                let mut packs = wtx.open_table(PACKS).unwrap();
+                let mut times = wtx.open_table(TIMES).unwrap();
+                index_entries(&mut packs, &mut times, 9, &mut rec, again).unwrap();
             }
             wtx.commit().unwrap();
         }
