@@ -8,7 +8,7 @@ use redb::ReadableTable;
 
 use crate::error::Result;
 use crate::store::{
-    self, BATCHES, IDEM, IndexEntry, META, META_CHECKPOINT, META_NEXT_STREAM, PARTS, PartRecord,
+    self, IDEM, IndexEntry, META, META_CHECKPOINT, META_NEXT_STREAM, PACKS, PARTS, PartRecord,
     SEGS, TIMES, TOPICS,
 };
 
@@ -63,7 +63,7 @@ impl Inner {
 
         let wtx = self.db.begin_write()?;
         {
-            let mut batches = wtx.open_table(BATCHES)?;
+            let mut batches = wtx.open_table(PACKS)?;
             let mut times = wtx.open_table(TIMES)?;
             let mut parts = wtx.open_table(PARTS)?;
             let cat = self.catalog.read();
@@ -90,22 +90,7 @@ impl Inner {
                     )
                 };
                 rec.producers = producers;
-                for e in &entries {
-                    batches.insert((*stream, e.base_offset), &e.encode_value()[..])?;
-                    // The time index holds only batches that raise the running maximum, so a
-                    // range lookup finds the first batch at or after any timestamp.
-                    let first = rec.total_bytes == 0;
-                    if first || e.max_ts > rec.max_ts {
-                        times.insert((*stream, e.max_ts), e.base_offset)?;
-                        rec.max_ts = if first {
-                            e.max_ts
-                        } else {
-                            rec.max_ts.max(e.max_ts)
-                        };
-                    }
-                    rec.next_offset = rec.next_offset.max(e.end_offset());
-                    rec.total_bytes = rec.total_bytes.max(e.cum_bytes);
-                }
+                store::index_entries(&mut batches, &mut times, *stream, &mut rec, &entries)?;
                 rec.log_start = rec.log_start.max(log_start);
                 rec.start_bytes = rec.start_bytes.max(start_bytes);
                 parts.insert(*stream, &store::to_json(&rec)[..])?;
@@ -156,15 +141,22 @@ impl Inner {
                 for (created, k) in &evicted_keys {
                     idem_t.remove((*created, *k))?;
                 }
+                let mut rows = Vec::with_capacity(fresh_keys.len());
                 for k in fresh_keys {
                     if let Some(e) = idem.map.get(&k) {
                         if e.position < pos {
-                            oldest_written = oldest_written.min(e.rec.created_ms);
-                            idem_t.insert((e.rec.created_ms, k), &e.rec.encode_value()[..])?;
+                            rows.push(((e.rec.created_ms, k), e.rec));
                         } else {
                             fresh_later.push(k);
                         }
                     }
+                }
+                // In key order: appended at the table's end, redb fills its pages; in the map's
+                // order keys of one millisecond land at random and leave pages a third empty.
+                rows.sort_unstable_by_key(|(k, _)| *k);
+                for ((created, k), rec) in rows {
+                    oldest_written = oldest_written.min(created);
+                    idem_t.insert((created, k), &rec.encode_value()[..])?;
                 }
             }
             let next_stream = cat.next_stream;

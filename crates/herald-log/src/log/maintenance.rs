@@ -5,11 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use redb::ReadableTable;
-
 use crate::error::{LogError, Result};
 use crate::journal;
-use crate::store::{BATCHES, IndexEntry, SEGS, TIMES};
+use crate::store::{self, PACKS, SEGS, TIMES};
 
 use super::{Inner, Op, Partition, TopicConfig, now_ms};
 
@@ -159,7 +157,7 @@ impl Inner {
         let wtx = self.db.begin_write()?;
         {
             let mut segs_t = wtx.open_table(SEGS)?;
-            let mut batches = wtx.open_table(BATCHES)?;
+            let mut batches = wtx.open_table(PACKS)?;
             let mut times = wtx.open_table(TIMES)?;
             let cat = self.catalog.read();
             let stats = self.seg_stats.lock();
@@ -172,25 +170,8 @@ impl Inner {
                 {
                     let log_start = cat.streams.get(&stream).map(|p| p.state.lock().log_start);
                     if let Some(ls) = log_start {
-                        // Rows for batches wholly before the log start are unreachable.
-                        batches.retain_in((stream, 0)..(stream, ls), |k, v| {
-                            IndexEntry::decode_value(k.1, v)
-                                .map(|e| e.end_offset() > ls)
-                                .unwrap_or(false)
-                        })?;
-                        let mut stale = Vec::new();
-                        for row in times.range((stream, i64::MIN)..=(stream, i64::MAX))? {
-                            let (k, v) = row?;
-                            if v.value() < ls {
-                                stale.push(k.value());
-                            }
-                        }
-                        // Keep the last stale time row: it still answers "first at or after"
-                        // for timestamps between it and the next row.
-                        stale.pop();
-                        for k in stale {
-                            times.remove(k)?;
-                        }
+                        // Packs of batches wholly before the log start are unreachable.
+                        store::prune_before(&mut batches, &mut times, stream, ls)?;
                     }
                 }
             }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use crate::batch::{self, BatchHeader};
 use crate::error::{LogError, Result};
 use crate::frame::{self, Kind};
-use crate::store::{BATCHES, IndexEntry, TIMES};
+use crate::store::{self, IndexEntry, PACKS, TIMES};
 
 use super::{Inner, Log, ReadBatches};
 
@@ -184,43 +184,32 @@ impl Inner {
         max_bytes: usize,
     ) -> Result<Vec<IndexEntry>> {
         let rtx = self.db.begin_read()?;
-        let t = rtx.open_table(BATCHES)?;
-        let mut start = offset;
-        if let Some(row) = t.range((stream, 0)..=(stream, offset))?.next_back() {
-            let (k, v) = row?;
-            let e = IndexEntry::decode_value(k.value().1, v.value())?;
-            if e.end_offset() > offset {
-                start = e.base_offset;
-            }
-        }
+        let t = rtx.open_table(PACKS)?;
         let mut out = Vec::new();
         let mut used = 0usize;
-        for row in t.range((stream, start)..=(stream, u64::MAX))? {
-            let (k, v) = row?;
-            let e = IndexEntry::decode_value(k.value().1, v.value())?;
+        store::entries_from(&t, stream, offset, |e| {
             if !out.is_empty() && used + e.frame_len as usize > max_bytes {
-                break;
+                return false;
             }
             used += e.frame_len as usize;
-            out.push(e);
-        }
+            out.push(*e);
+            true
+        })?;
         Ok(out)
     }
 
     /// The base offset of the first checkpointed batch whose timestamp raised the partition's
     /// running maximum to at least `ts`.
     ///
-    /// Only the time row is consulted, not the batch row it names: reclamation deletes batch rows
-    /// before the log start but keeps the last such time row on purpose, and requiring the batch
-    /// row made every lookup answered by that row report "no checkpointed match", so callers
-    /// skipped all checkpointed data. Callers clamp the answer to the log start.
+    /// A time row whose pack is gone still answers, with the pack's first offset: reclamation
+    /// deletes packs before the log start but keeps the last such time row on purpose, and
+    /// requiring the pack made every lookup answered by that row report "no checkpointed match",
+    /// so callers skipped all checkpointed data. Callers clamp the answer to the log start.
     pub(super) fn indexed_time(&self, stream: u64, ts: i64) -> Result<Option<u64>> {
         let rtx = self.db.begin_read()?;
         let times = rtx.open_table(TIMES)?;
-        let Some(row) = times.range((stream, ts)..=(stream, i64::MAX))?.next() else {
-            return Ok(None);
-        };
-        Ok(Some(row?.1.value()))
+        let packs = rtx.open_table(PACKS)?;
+        store::first_at_or_after(&packs, &times, stream, ts)
     }
 
     /// Reads the frames behind index entries, verifying each checksum, and returns the batch
