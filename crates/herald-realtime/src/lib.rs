@@ -1,9 +1,10 @@
 //! `herald-realtime` is Herald's real-time gateway: Centrifugo's client protocol over WebSocket
 //! (`/connection/websocket`) and unidirectional SSE (`/connection/uni_sse`), Centrifugo's server
 //! API (`/api/<method>`), seed 2's `/api/events/*` endpoints, and routes that carry records of
-//! log topics into channels.
+//! topics into channels.
 //!
-//! Channels with history are durable streams in the log ([`streams`]); the in-memory [`hub`]
+//! Channel history is behind [`streams::ChannelStore`]: channels with history are durable streams
+//! in the broker's storage ([`streams::Streams`]), never in the log directly; the in-memory [`hub`]
 //! holds connections and subscriptions and fans publications out. Every client-facing decision
 //! goes through one [`authz::Authorizer`].
 

@@ -676,3 +676,42 @@ fn publication_of(r: &Record) -> Publication {
         tags: header(TAGS_HEADER).and_then(|t| serde_json::from_str(t).ok()),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A store without history stores and delivers nothing itself, and answers history and
+    /// recovery as Centrifugo does for a namespace without history.
+    #[tokio::test]
+    async fn no_history_keeps_nothing() {
+        let store: Box<dyn ChannelStore> = Box::new(NoHistory);
+        let ns = Namespace {
+            history_size: 10,
+            ..Namespace::default()
+        };
+        assert!(!store.keeps_history());
+        let data = RawValue::from_string("{\"a\":1}".to_owned()).unwrap();
+        let published = store
+            .publish(
+                "news",
+                &ns,
+                NewPublication {
+                    data: &data,
+                    info: None,
+                    tags: None,
+                    idempotency_key: Some("k"),
+                },
+            )
+            .await;
+        assert!(matches!(published, Err(StreamError::NoHistory)));
+        assert_eq!(store.position("news").await.offset, 0);
+        assert!(matches!(
+            store.history("news", &ns, 10, None, false, 100).await,
+            Err(ErrorCode::NotAvailable)
+        ));
+        let recovered = store.recover("news", &ns, 0, "", 100).await;
+        assert!(matches!(recovered, Ok((ref p, _, false)) if p.is_empty()));
+    }
+}
