@@ -42,6 +42,10 @@ pub enum BrokerError {
     /// The data directory's disk is full; nothing was stored. Writes resume once space is freed.
     #[error("{0}")]
     StorageFull(String),
+    /// The storage backend cannot do this at all (not a transient condition): each interface
+    /// answers with its protocol's non-retriable refusal.
+    #[error("{0}")]
+    Unsupported(String),
     /// A fault of the server, not of the request.
     #[error("{0}")]
     Internal(String),

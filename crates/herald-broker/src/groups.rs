@@ -11,12 +11,12 @@ use herald_core::group::{
     GroupSnapshot, GroupState, HeartbeatRequest, JoinRequest, JoinResponse, LeaveRequest,
     LeaveResult, Reply, SyncRequest, SyncResponse,
 };
-use herald_log::Log;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, oneshot};
 
 use crate::BrokerError;
 use crate::offsets::{Committed, OffsetStore, StagedGroup};
+use crate::storage::Storage;
 
 struct Inner {
     coord: GroupCoordinator,
@@ -26,7 +26,7 @@ struct Inner {
 pub struct Groups {
     inner: Mutex<Inner>,
     offsets: OffsetStore,
-    log: Log,
+    storage: Arc<dyn Storage>,
     started: Instant,
     wake: Notify,
 }
@@ -120,8 +120,11 @@ pub enum AdminError {
 
 impl Groups {
     /// Loads committed offsets and restores every stored group.
-    pub fn open(log: Log, config: GroupConfig) -> Result<Groups, BrokerError> {
-        let offsets = OffsetStore::open(log.clone())?;
+    pub async fn open(
+        storage: Arc<dyn Storage>,
+        config: GroupConfig,
+    ) -> Result<Groups, BrokerError> {
+        let offsets = OffsetStore::open(Arc::clone(&storage)).await?;
         let mut coord = GroupCoordinator::new(config);
         let started = Instant::now();
         for (group, value) in offsets.group_snapshots() {
@@ -141,7 +144,7 @@ impl Groups {
                 waiters: HashMap::new(),
             }),
             offsets,
-            log,
+            storage,
             started,
             wake: Notify::new(),
         })
@@ -422,10 +425,7 @@ impl Groups {
     ) -> Result<Vec<ResetRow>, AdminError> {
         let mut out = Vec::with_capacity(partitions.len());
         for (topic, partition) in partitions {
-            let stats = self
-                .log
-                .partition_stats(&topic, partition)
-                .map_err(BrokerError::from)?;
+            let stats = self.storage.partition_stats(&topic, partition).await?;
             let (start, end) = (stats.log_start as i64, stats.high_watermark as i64);
             let previous = self.offsets.get(group, &topic, partition).map(|c| c.offset);
             let target = match to {
@@ -434,14 +434,10 @@ impl Groups {
                 ResetTo::Offset(o) => i64::try_from(o).unwrap_or(i64::MAX),
                 ResetTo::ShiftBy(n) => previous.unwrap_or(start).saturating_add(n),
                 ResetTo::Datetime(ts) => {
-                    let log = self.log.clone();
-                    let t = topic.clone();
-                    let found = tokio::task::spawn_blocking(move || {
-                        log.offset_for_timestamp(&t, partition, ts)
-                    })
-                    .await
-                    .map_err(|e| BrokerError::Internal(e.to_string()))?
-                    .map_err(BrokerError::from)?;
+                    let found = self
+                        .storage
+                        .offset_for_timestamp(&topic, partition, ts)
+                        .await?;
                     found.map(|(o, _)| o as i64).unwrap_or(end)
                 }
             };
@@ -461,26 +457,23 @@ impl Groups {
     }
 
     /// Lag of every committed partition: high watermark minus committed offset.
-    pub fn lag(&self) -> Vec<PartitionLag> {
-        self.offsets
-            .all()
-            .into_iter()
-            .filter_map(|(group, topic, partition, committed)| {
-                let hw = self
-                    .log
-                    .partition_stats(&topic, partition)
-                    .ok()?
-                    .high_watermark;
-                let lag = hw.saturating_sub(u64::try_from(committed).unwrap_or(0));
-                Some(PartitionLag {
-                    group,
-                    topic,
-                    partition,
-                    committed,
-                    high_watermark: hw,
-                    lag,
-                })
-            })
-            .collect()
+    pub async fn lag(&self) -> Vec<PartitionLag> {
+        let mut out = Vec::new();
+        for (group, topic, partition, committed) in self.offsets.all() {
+            let Ok(stats) = self.storage.partition_stats(&topic, partition).await else {
+                continue;
+            };
+            let hw = stats.high_watermark;
+            let lag = hw.saturating_sub(u64::try_from(committed).unwrap_or(0));
+            out.push(PartitionLag {
+                group,
+                topic,
+                partition,
+                committed,
+                high_watermark: hw,
+                lag,
+            });
+        }
+        out
     }
 }

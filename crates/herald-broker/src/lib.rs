@@ -4,10 +4,13 @@
 //! It owns the publish pipeline (envelope validation → topic from the grammar → auto-creation →
 //! partition choice → idempotent, group-committed append), topic administration with Herald's
 //! naming rules, reads with long-poll wake-ups, and the publish metrics. Interfaces (HTTP, Kafka,
-//! WebSocket) translate their protocol onto this API and never touch the log directly.
+//! WebSocket) translate their protocol onto this API and never touch storage directly.
 //!
-//! What it is not: it speaks no wire protocol and performs no authentication. It is also the
-//! seam where a cluster backend (Redpanda/Kafka) will replace the embedded log.
+//! Storage is behind [`storage::Storage`]: the embedded log ([`storage::EmbeddedStorage`]) is
+//! the first backend; a cluster backend (Redpanda/Kafka) implements the same trait. This crate
+//! is the only one that depends on `herald-log`.
+//!
+//! What it is not: it speaks no wire protocol and performs no authentication.
 
 mod error;
 pub mod groups;
@@ -15,7 +18,9 @@ mod metrics_labels;
 mod notify;
 pub mod offsets;
 mod partitioner;
+pub mod records;
 pub mod security;
+pub mod storage;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,10 +31,13 @@ use herald_core::{
     Envelope, TopicGlob, TopicGrammar, TopicKind, UnknownFields, check_value_against_tenant_topic,
     check_value_against_topic, parse_envelope,
 };
-use herald_log::{AppendOutcome, IdemKey, Log, LogError, Record, TopicConfig, TopicInfo};
+use records::Record;
 use serde::Serialize;
+use storage::{
+    AppendOutcome, IdemKey, PartitionStats, ReadBatches, Storage, StorageFigures, TopicConfig,
+    TopicInfo,
+};
 use time::OffsetDateTime;
-use tokio::sync::oneshot;
 
 pub use error::{BrokerError, Existing, Missing};
 pub use metrics_labels::LabelLimiter;
@@ -217,7 +225,7 @@ pub struct ConfigEntry {
 }
 
 pub struct Broker {
-    log: Log,
+    storage: Arc<dyn Storage>,
     grammar: TopicGrammar,
     cfg: BrokerConfig,
     notifier: Notifier,
@@ -293,53 +301,17 @@ fn check_produced_batch(
     Ok((batch.to_vec(), count))
 }
 
-async fn append(
-    log: &Log,
-    topic: &str,
-    partition: u32,
-    batch: Vec<u8>,
-    keys: Vec<IdemKey>,
-) -> Result<AppendOutcome, BrokerError> {
-    let (tx, rx) = oneshot::channel();
-    log.append(
-        topic,
-        partition,
-        batch,
-        keys,
-        Box::new(move |r| {
-            let _ = tx.send(r);
-        }),
-    );
-    rx.await
-        .map_err(|_| BrokerError::Unavailable("the log shut down".into()))?
-        .map_err(BrokerError::from)
-}
-
-/// Creates one of Herald's single-partition internal topics (kept forever) if it is missing.
-pub(crate) fn ensure_internal_topic(log: &Log, name: &str) -> Result<(), BrokerError> {
-    if log.topic(name).is_some() {
-        return Ok(());
-    }
-    match log.create_topic(
-        name,
-        1,
-        BTreeMap::from([("retention.ms".to_owned(), "-1".to_owned())]),
-    ) {
-        Ok(_) | Err(LogError::TopicExists(_)) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 impl Broker {
-    /// Opens the broker over a log: loads committed consumer-group offsets and group metadata.
-    /// Call [`Broker::start`] from within the async runtime to run its timers.
-    pub fn new(log: Log, cfg: BrokerConfig) -> Result<Broker, BrokerError> {
+    /// Opens the broker over a storage backend: loads committed consumer-group offsets, group
+    /// metadata and the security state. Call [`Broker::start`] to run its timers.
+    pub async fn new(storage: Arc<dyn Storage>, cfg: BrokerConfig) -> Result<Broker, BrokerError> {
         let grammar = TopicGrammar::new(&cfg.topic_prefix)
             .map_err(|e| BrokerError::Invalid(format!("topic_prefix: {e}")))?;
-        let groups = Arc::new(groups::Groups::open(log.clone(), cfg.groups.clone())?);
-        let security = security::Security::open(log.clone(), &cfg)?;
+        let groups =
+            Arc::new(groups::Groups::open(Arc::clone(&storage), cfg.groups.clone()).await?);
+        let security = security::Security::open(Arc::clone(&storage), &cfg).await?;
         Ok(Broker {
-            log,
+            storage,
             grammar,
             tenant_labels: LabelLimiter::new(cfg.max_tenant_labels),
             cfg,
@@ -347,6 +319,19 @@ impl Broker {
             groups,
             security,
         })
+    }
+
+    /// Opens the embedded log in `dir` with default options and the broker over it: for tests
+    /// and tools that need a broker on a fresh data directory.
+    pub async fn open_embedded(
+        dir: impl Into<std::path::PathBuf>,
+        cfg: BrokerConfig,
+    ) -> Result<Broker, BrokerError> {
+        let opts = herald_log::LogOptions::new(dir);
+        let log = tokio::task::spawn_blocking(move || herald_log::Log::open(opts))
+            .await
+            .map_err(|e| BrokerError::Internal(e.to_string()))??;
+        Broker::new(Arc::new(storage::EmbeddedStorage::new(log)), cfg).await
     }
 
     /// Starts background work (consumer-group session and rebalance timers).
@@ -378,8 +363,47 @@ impl Broker {
         &self.grammar
     }
 
-    pub fn log(&self) -> &Log {
-        &self.log
+    /// The storage backend. Interfaces use the broker's methods; the gateway's channel streams
+    /// (internal `_herald.ch.*` topics with their own fan-out) use this directly.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// The backend's name for startup banners (`"embedded"`).
+    pub fn storage_name(&self) -> &'static str {
+        self.storage.name()
+    }
+
+    /// Whether storage accepts writes now (`/ready`).
+    pub async fn probe(&self) -> Result<(), BrokerError> {
+        self.storage.probe().await
+    }
+
+    /// Storage counts for `/metrics`.
+    pub async fn storage_figures(&self) -> Result<StorageFigures, BrokerError> {
+        self.storage.figures().await
+    }
+
+    /// The topic as storage knows it, or `None`.
+    pub async fn topic(&self, name: &str) -> Result<Option<TopicInfo>, BrokerError> {
+        self.storage.topic(name).await
+    }
+
+    /// The topic, or `NotFound(Missing::Topic)`.
+    pub async fn require_topic(&self, name: &str) -> Result<TopicInfo, BrokerError> {
+        self.storage
+            .topic(name)
+            .await?
+            .ok_or_else(|| BrokerError::NotFound(Missing::Topic(name.to_owned())))
+    }
+
+    /// A partition's log start, high watermark, size and largest timestamp.
+    pub async fn partition_stats(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<PartitionStats, BrokerError> {
+        self.storage.partition_stats(topic, partition).await
     }
 
     pub fn notifier(&self) -> &Notifier {
@@ -501,8 +525,12 @@ impl Broker {
                     })
                 })
                 .collect();
-            let batch = herald_log::batch::build(&records)?;
-            match append(&self.log, topic, partition, batch, keys).await? {
+            let batch = records::build(&records)?;
+            match self
+                .storage
+                .append_async(topic, partition, batch, keys)
+                .await?
+            {
                 AppendOutcome::Appended { base_offset, .. } => {
                     for (ri, i) in pending.iter().enumerate() {
                         if let (Some(slot), Some(e)) = (out.get_mut(*i), events.get(*i)) {
@@ -607,8 +635,12 @@ impl Broker {
             })
             .collect();
         let n = recs.len() as u64;
-        let batch = herald_log::batch::build(&recs)?;
-        match append(&self.log, topic, partition, batch, Vec::new()).await? {
+        let batch = records::build(&recs)?;
+        match self
+            .storage
+            .append_async(topic, partition, batch, Vec::new())
+            .await?
+        {
             AppendOutcome::Appended { base_offset, .. } => {
                 self.notifier.notify(topic, partition);
                 Ok((0..n).map(|i| (partition, base_offset + i)).collect())
@@ -635,8 +667,9 @@ impl Broker {
         let started = Instant::now();
         refuse_internal(topic)?;
         let info = self
-            .log
+            .storage
             .topic(topic)
+            .await?
             .ok_or_else(|| BrokerError::NotFound(Missing::Topic(topic.to_owned())))?;
         if partition >= info.partitions {
             return Err(BrokerError::NotFound(Missing::Partition {
@@ -691,7 +724,11 @@ impl Broker {
             }
             None => checked()?,
         };
-        let base_offset = match append(&self.log, topic, partition, batch, Vec::new()).await? {
+        let base_offset = match self
+            .storage
+            .append_async(topic, partition, batch, Vec::new())
+            .await?
+        {
             AppendOutcome::Appended { base_offset, .. } => {
                 self.notifier.notify(topic, partition);
                 let (tenant, service) = match tenant_topic {
@@ -712,8 +749,9 @@ impl Broker {
             }
         };
         let log_start = self
-            .log
+            .storage
             .partition_stats(topic, partition)
+            .await
             .map(|s| s.log_start)
             .unwrap_or(0);
         Ok(ProducedBatch {
@@ -730,14 +768,8 @@ impl Broker {
         partition: u32,
         offset: u64,
         max_bytes: usize,
-    ) -> Result<herald_log::ReadBatches, BrokerError> {
-        let log = self.log.clone();
-        let t = topic.to_owned();
-        Ok(
-            tokio::task::spawn_blocking(move || log.read(&t, partition, offset, max_bytes))
-                .await
-                .map_err(|e| BrokerError::Internal(e.to_string()))??,
-        )
+    ) -> Result<ReadBatches, BrokerError> {
+        self.storage.read(topic, partition, offset, max_bytes).await
     }
 
     /// The first offset at or after `ts_ms` with its timestamp, or `None`.
@@ -747,13 +779,9 @@ impl Broker {
         partition: u32,
         ts_ms: i64,
     ) -> Result<Option<(u64, i64)>, BrokerError> {
-        let log = self.log.clone();
-        let t = topic.to_owned();
-        Ok(
-            tokio::task::spawn_blocking(move || log.offset_for_timestamp(&t, partition, ts_ms))
-                .await
-                .map_err(|e| BrokerError::Internal(e.to_string()))??,
-        )
+        self.storage
+            .offset_for_timestamp(topic, partition, ts_ms)
+            .await
     }
 
     /// Kafka DeleteRecords: records before `offset` become unreadable; returns the new log start.
@@ -763,13 +791,9 @@ impl Broker {
         partition: u32,
         offset: u64,
     ) -> Result<u64, BrokerError> {
-        let log = self.log.clone();
-        let t = topic.to_owned();
-        Ok(
-            tokio::task::spawn_blocking(move || log.delete_records_before(&t, partition, offset))
-                .await
-                .map_err(|e| BrokerError::Internal(e.to_string()))??,
-        )
+        self.storage
+            .delete_records_before(topic, partition, offset)
+            .await
     }
 
     /// Whether a missing topic may be created implicitly (on produce or metadata).
@@ -780,7 +804,7 @@ impl Broker {
 
     /// The topic, created with defaults if auto-creation applies.
     pub async fn ensure_topic(&self, topic: &str) -> Result<TopicInfo, BrokerError> {
-        if let Some(info) = self.log.topic(topic) {
+        if let Some(info) = self.storage.topic(topic).await? {
             return Ok(info);
         }
         let kind = self.classify(topic)?;
@@ -795,8 +819,9 @@ impl Broker {
                 created_ms: 0,
             }),
             Err(BrokerError::Conflict(Existing::Topic(_))) => self
-                .log
+                .storage
                 .topic(topic)
+                .await?
                 .ok_or_else(|| BrokerError::NotFound(Missing::Topic(topic.to_owned()))),
             Err(e) => Err(e),
         }
@@ -823,23 +848,14 @@ impl Broker {
         }
         validate_topic_config(&config)?;
         let partitions = partitions.unwrap_or(self.cfg.default_partitions);
-        let log = self.log.clone();
-        let name = name.to_owned();
-        let n = name.clone();
-        tokio::task::spawn_blocking(move || log.create_topic(&n, partitions, config))
-            .await
-            .map_err(|e| BrokerError::Internal(e.to_string()))??;
+        self.storage.create_topic(name, partitions, config).await?;
         tracing::info!(topic = %name, partitions, "topic created");
-        self.describe_topic(&name)
+        self.describe_topic(name).await
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
         refuse_internal(name)?;
-        let log = self.log.clone();
-        let n = name.to_owned();
-        tokio::task::spawn_blocking(move || log.delete_topic(&n))
-            .await
-            .map_err(|e| BrokerError::Internal(e.to_string()))??;
+        self.storage.delete_topic(name).await?;
         self.notifier.notify_topic_deleted(name);
         // Kafka forgets committed offsets of a deleted topic.
         if let Err(e) = self.groups.forget_topic(name).await {
@@ -858,29 +874,22 @@ impl Broker {
     ) -> Result<TopicDescription, BrokerError> {
         validate_topic_config(&set)?;
         let info = self
-            .log
+            .storage
             .topic(name)
+            .await?
             .ok_or_else(|| BrokerError::NotFound(Missing::Topic(name.to_owned())))?;
         let mut config: TopicConfig = info.config;
         for k in delete {
             config.remove(&k);
         }
         config.extend(set);
-        let log = self.log.clone();
-        let n = name.to_owned();
-        tokio::task::spawn_blocking(move || log.set_topic_config(&n, config))
-            .await
-            .map_err(|e| BrokerError::Internal(e.to_string()))??;
-        self.describe_topic(name)
+        self.storage.set_topic_config(name, config).await?;
+        self.describe_topic(name).await
     }
 
     /// Grows a topic to `total` partitions.
     pub async fn create_partitions(&self, name: &str, total: u32) -> Result<(), BrokerError> {
-        let log = self.log.clone();
-        let n = name.to_owned();
-        tokio::task::spawn_blocking(move || log.create_partitions(&n, total))
-            .await
-            .map_err(|e| BrokerError::Internal(e.to_string()))??;
+        self.storage.create_partitions(name, total).await?;
         tracing::info!(topic = %name, partitions = total, "partitions added");
         Ok(())
     }
@@ -892,14 +901,10 @@ impl Broker {
         config: BTreeMap<String, String>,
     ) -> Result<(), BrokerError> {
         validate_topic_config(&config)?;
-        if self.log.topic(name).is_none() {
+        if self.storage.topic(name).await?.is_none() {
             return Err(BrokerError::NotFound(Missing::Topic(name.to_owned())));
         }
-        let log = self.log.clone();
-        let n = name.to_owned();
-        tokio::task::spawn_blocking(move || log.set_topic_config(&n, config))
-            .await
-            .map_err(|e| BrokerError::Internal(e.to_string()))??;
+        self.storage.set_topic_config(name, config).await?;
         Ok(())
     }
 
@@ -909,35 +914,38 @@ impl Broker {
     }
 
     /// Topics, optionally only one tenant's and/or those a glob selects.
-    pub fn list_topics(
+    pub async fn list_topics(
         &self,
         tenant: Option<&str>,
         selector: Option<&TopicGlob>,
-    ) -> Vec<TopicInfo> {
+    ) -> Result<Vec<TopicInfo>, BrokerError> {
         let prefix = match (tenant, selector) {
             (Some(t), _) => format!("{}.{t}.", self.grammar.prefix()),
             (None, Some(g)) => g.literal_prefix().to_owned(),
             (None, None) => String::new(),
         };
-        self.log
+        Ok(self
+            .storage
             .list_topics(&prefix)
+            .await?
             .into_iter()
             .filter(|t| {
                 !t.name
                     .starts_with(herald_core::topic::CHANNEL_STREAM_PREFIX)
             })
             .filter(|t| selector.is_none_or(|g| g.matches(&t.name)))
-            .collect()
+            .collect())
     }
 
-    pub fn describe_topic(&self, name: &str) -> Result<TopicDescription, BrokerError> {
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, BrokerError> {
         let info = self
-            .log
+            .storage
             .topic(name)
+            .await?
             .ok_or_else(|| BrokerError::NotFound(Missing::Topic(name.to_owned())))?;
         let mut partitions = Vec::with_capacity(info.partitions as usize);
         for p in 0..info.partitions {
-            let s = self.log.partition_stats(name, p)?;
+            let s = self.storage.partition_stats(name, p).await?;
             partitions.push(PartitionDescription {
                 partition: p,
                 log_start_offset: s.log_start,
@@ -983,18 +991,16 @@ impl Broker {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let waiter = self.notifier.subscribe(topic, partition);
-            let log = self.log.clone();
-            let t = topic.to_owned();
-            let read =
-                tokio::task::spawn_blocking(move || log.read(&t, partition, offset, max_bytes))
-                    .await
-                    .map_err(|e| BrokerError::Internal(e.to_string()))??;
+            let read = self
+                .storage
+                .read(topic, partition, offset, max_bytes)
+                .await?;
             let mut records = Vec::new();
             for b in &read.batches {
                 if records.len() >= limit {
                     break;
                 }
-                for r in herald_log::batch::decode(b)? {
+                for r in records::decode(b)? {
                     if r.offset >= offset && records.len() < limit {
                         records.push(r);
                     }
@@ -1021,22 +1027,23 @@ impl Broker {
     }
 
     /// Bytes stored per tenant (bounded label set) for the `herald_log_bytes` gauge.
-    pub fn bytes_per_tenant(&self) -> BTreeMap<String, u64> {
+    pub async fn bytes_per_tenant(&self) -> Result<BTreeMap<String, u64>, BrokerError> {
         let mut out: BTreeMap<String, u64> = BTreeMap::new();
-        for t in self.log.list_topics(&format!("{}.", self.grammar.prefix())) {
+        let prefix = format!("{}.", self.grammar.prefix());
+        for t in self.storage.list_topics(&prefix).await? {
             let Some(tenant) = self.grammar.tenant_of(&t.name) else {
                 continue;
             };
             let label = self.tenant_labels.label(tenant.as_str());
             let mut bytes = 0u64;
             for p in 0..t.partitions {
-                if let Ok(s) = self.log.partition_stats(&t.name, p) {
+                if let Ok(s) = self.storage.partition_stats(&t.name, p).await {
                     bytes += s.size_bytes;
                 }
             }
             *out.entry(label).or_default() += bytes;
         }
-        out
+        Ok(out)
     }
 }
 
@@ -1130,45 +1137,6 @@ pub fn config_entries(
             }
         })
         .collect()
-}
-
-impl From<LogError> for BrokerError {
-    fn from(e: LogError) -> Self {
-        match e {
-            LogError::UnknownTopic(topic) => BrokerError::NotFound(Missing::Topic(topic)),
-            LogError::UnknownPartition { topic, partition } => {
-                BrokerError::NotFound(Missing::Partition { topic, partition })
-            }
-            LogError::TopicExists(topic) => BrokerError::Conflict(Existing::Topic(topic)),
-            LogError::InvalidConfig(_) | LogError::InvalidBatch(_) => {
-                BrokerError::Invalid(e.to_string())
-            }
-            LogError::OffsetOutOfRange {
-                log_start,
-                high_watermark,
-                ..
-            } => BrokerError::OffsetOutOfRange {
-                message: e.to_string(),
-                log_start,
-                high_watermark,
-            },
-            LogError::BatchTooLarge { .. } => BrokerError::TooLarge(e.to_string()),
-            LogError::OutOfOrderSequence { .. } => BrokerError::OutOfOrderSequence(e.to_string()),
-            LogError::InvalidProducerEpoch { .. } => {
-                BrokerError::InvalidProducerEpoch(e.to_string())
-            }
-            LogError::UnknownProducerId(_) => BrokerError::UnknownProducerId(e.to_string()),
-            LogError::DiskFull { .. } => BrokerError::StorageFull(e.to_string()),
-            LogError::Overloaded { .. } | LogError::Closed => {
-                BrokerError::Unavailable(e.to_string())
-            }
-            LogError::Corrupt { .. }
-            | LogError::Poisoned(_)
-            | LogError::UnsupportedFormat { .. }
-            | LogError::Io { .. }
-            | LogError::Index(_) => BrokerError::Internal(e.to_string()),
-        }
-    }
 }
 
 pub type SharedBroker = Arc<Broker>;

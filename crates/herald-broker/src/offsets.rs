@@ -8,14 +8,16 @@
 //! everything before them without any ordering hazard against concurrent commits.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use herald_log::{AppendOutcome, Log, Record};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::BrokerError;
+use crate::records::{self, Record};
+use crate::storage::{AppendOutcome, Storage};
 
 pub const OFFSETS_TOPIC: &str = "_herald.consumer_offsets";
 
@@ -71,7 +73,7 @@ pub struct StagedGroup {
 }
 
 pub struct OffsetStore {
-    log: Log,
+    storage: Arc<dyn Storage>,
     state: Mutex<State>,
     seq: AtomicU64,
     compacting: tokio::sync::Mutex<()>,
@@ -97,16 +99,16 @@ fn record(key: &Key, value: Option<&Value>) -> Record {
 
 impl OffsetStore {
     /// Opens the store, creating the internal topic on first use and loading every live entry.
-    pub fn open(log: Log) -> Result<OffsetStore, BrokerError> {
-        crate::ensure_internal_topic(&log, OFFSETS_TOPIC)?;
+    pub async fn open(storage: Arc<dyn Storage>) -> Result<OffsetStore, BrokerError> {
+        storage.ensure_internal_topic(OFFSETS_TOPIC).await?;
         let store = OffsetStore {
-            log,
+            storage,
             state: Mutex::new(State::default()),
             seq: AtomicU64::new(1),
             compacting: tokio::sync::Mutex::new(()),
             compact_slack: COMPACT_SLACK,
         };
-        store.load()?;
+        store.load().await?;
         Ok(store)
     }
 
@@ -116,18 +118,21 @@ impl OffsetStore {
         self
     }
 
-    fn load(&self) -> Result<(), BrokerError> {
-        let stats = self.log.partition_stats(OFFSETS_TOPIC, 0)?;
+    async fn load(&self) -> Result<(), BrokerError> {
+        let stats = self.storage.partition_stats(OFFSETS_TOPIC, 0).await?;
         let mut at = stats.log_start;
         let mut state = State::default();
         let mut max_seq = 0u64;
         while at < stats.high_watermark {
-            let read = self.log.read(OFFSETS_TOPIC, 0, at, 4 * 1024 * 1024)?;
+            let read = self
+                .storage
+                .read(OFFSETS_TOPIC, 0, at, 4 * 1024 * 1024)
+                .await?;
             if read.batches.is_empty() {
                 break;
             }
             for b in &read.batches {
-                for r in herald_log::batch::decode(b)? {
+                for r in records::decode(b)? {
                     at = at.max(r.offset + 1);
                     let Some(key) = r
                         .key
@@ -161,20 +166,11 @@ impl OffsetStore {
     }
 
     async fn append(&self, records: Vec<Record>) -> Result<(), BrokerError> {
-        let batch = herald_log::batch::build(&records)?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.log.append(
-            OFFSETS_TOPIC,
-            0,
-            batch,
-            Vec::new(),
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
-        match rx
-            .await
-            .map_err(|_| BrokerError::Unavailable("the log shut down".into()))??
+        let batch = records::build(&records)?;
+        match self
+            .storage
+            .append_async(OFFSETS_TOPIC, 0, batch, Vec::new())
+            .await?
         {
             AppendOutcome::Appended { .. } => Ok(()),
             AppendOutcome::Duplicate { .. } | AppendOutcome::DuplicateBatch { .. } => Err(
@@ -384,7 +380,7 @@ impl OffsetStore {
     /// Rewrites the live entries at the end of the topic and drops the records before them,
     /// once enough superseded records have accumulated.
     async fn maybe_compact(&self) {
-        let Ok(stats) = self.log.partition_stats(OFFSETS_TOPIC, 0) else {
+        let Ok(stats) = self.storage.partition_stats(OFFSETS_TOPIC, 0).await else {
             return;
         };
         let live = {
@@ -437,11 +433,11 @@ impl OffsetStore {
                 return;
             }
         }
-        let log = self.log.clone();
-        let result =
-            tokio::task::spawn_blocking(move || log.delete_records_before(OFFSETS_TOPIC, 0, start))
-                .await;
-        if let Ok(Err(e)) = result {
+        let result = self
+            .storage
+            .delete_records_before(OFFSETS_TOPIC, 0, start)
+            .await;
+        if let Err(e) = result {
             tracing::warn!(error = %e, "dropping superseded offset records failed");
         }
     }

@@ -10,7 +10,7 @@
 //! bounded queue, to `_herald.audit.security` with principal, resource, operation and source.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use herald_auth::acl::{AclBinding, AclFilter, Operation};
@@ -19,12 +19,12 @@ use herald_auth::keys::{self, IssuedKey};
 use herald_auth::quota::Quotas;
 use herald_auth::scram::{DEFAULT_ITERATIONS, Mechanism, ServerExchange, StoredCredential};
 use herald_core::TenantId;
-use herald_log::batch::Record;
-use herald_log::{AppendOutcome, Log};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::records::Record;
+use crate::storage::{AppendOutcome, Storage};
 use crate::{BrokerError, Existing, Missing};
 
 pub const SECURITY_TOPIC: &str = "_herald.security";
@@ -110,7 +110,7 @@ pub struct Denial {
 }
 
 pub struct Security {
-    log: Log,
+    storage: Arc<dyn Storage>,
     authorizer: Authorizer,
     topic_prefix: String,
     users: RwLock<BTreeMap<(String, Mechanism), StoredCredential>>,
@@ -124,19 +124,21 @@ pub struct Security {
 }
 
 impl Security {
-    pub fn open(log: Log, cfg: &crate::BrokerConfig) -> Result<Security, BrokerError> {
+    pub async fn open(
+        storage: Arc<dyn Storage>,
+        cfg: &crate::BrokerConfig,
+    ) -> Result<Security, BrokerError> {
         let topic_prefix = cfg.topic_prefix.as_str();
-        crate::ensure_internal_topic(&log, SECURITY_TOPIC)?;
-        if log.topic(AUDIT_TOPIC).is_none() {
-            // Audit records are kept for 90 days (alter retention.ms to change it).
-            let config = BTreeMap::from([("retention.ms".to_owned(), "7776000000".to_owned())]);
-            match log.create_topic(AUDIT_TOPIC, 1, config) {
-                Ok(_) | Err(herald_log::LogError::TopicExists(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        storage.ensure_internal_topic(SECURITY_TOPIC).await?;
+        // Audit records are kept for 90 days (alter retention.ms to change it).
+        storage
+            .ensure_topic_with(
+                AUDIT_TOPIC,
+                BTreeMap::from([("retention.ms".to_owned(), "7776000000".to_owned())]),
+            )
+            .await?;
         let s = Security {
-            log,
+            storage,
             authorizer: Authorizer::new(cfg.superusers.clone(), topic_prefix),
             quotas: Quotas::new(cfg.quotas.clone()),
             topic_prefix: topic_prefix.to_owned(),
@@ -147,24 +149,27 @@ impl Security {
             audit: OnceLock::new(),
             scram_unknown_user_secret: cfg.scram_unknown_user_secret.clone(),
         };
-        s.load()?;
+        s.load().await?;
         Ok(s)
     }
 
-    fn load(&self) -> Result<(), BrokerError> {
-        let stats = self.log.partition_stats(SECURITY_TOPIC, 0)?;
+    async fn load(&self) -> Result<(), BrokerError> {
+        let stats = self.storage.partition_stats(SECURITY_TOPIC, 0).await?;
         let mut at = stats.log_start;
         let mut users = BTreeMap::new();
         let mut acls: BTreeMap<AclBinding, ()> = BTreeMap::new();
         let mut api_keys = BTreeMap::new();
         let mut tenants = BTreeMap::new();
         while at < stats.high_watermark {
-            let read = self.log.read(SECURITY_TOPIC, 0, at, 4 * 1024 * 1024)?;
+            let read = self
+                .storage
+                .read(SECURITY_TOPIC, 0, at, 4 * 1024 * 1024)
+                .await?;
             if read.batches.is_empty() {
                 break;
             }
             for b in &read.batches {
-                for r in herald_log::batch::decode(b)? {
+                for r in crate::records::decode(b)? {
                     at = at.max(r.offset + 1);
                     let Some(key) = r
                         .key
@@ -236,8 +241,12 @@ impl Security {
                 })
             })
             .collect::<Result<Vec<_>, BrokerError>>()?;
-        let batch = herald_log::batch::build(&records)?;
-        match crate::append(&self.log, SECURITY_TOPIC, 0, batch, Vec::new()).await? {
+        let batch = crate::records::build(&records)?;
+        match self
+            .storage
+            .append_async(SECURITY_TOPIC, 0, batch, Vec::new())
+            .await?
+        {
             AppendOutcome::Appended { .. } => Ok(()),
             _ => Err(BrokerError::Internal(
                 "unexpected duplicate in the security topic".into(),
@@ -316,7 +325,7 @@ impl Security {
         if self.audit.set(tx).is_err() {
             return;
         }
-        let log = self.log.clone();
+        let storage = Arc::clone(&self.storage);
         tokio::spawn(async move {
             let mut buf = Vec::with_capacity(256);
             while rx.recv_many(&mut buf, 256).await > 0 {
@@ -337,11 +346,12 @@ impl Security {
                         })
                     })
                     .collect();
-                let appended = match herald_log::batch::build(&records) {
-                    Ok(batch) => crate::append(&log, AUDIT_TOPIC, 0, batch, Vec::new())
+                let appended = match crate::records::build(&records) {
+                    Ok(batch) => storage
+                        .append_async(AUDIT_TOPIC, 0, batch, Vec::new())
                         .await
                         .map(|_| ()),
-                    Err(e) => Err(e.into()),
+                    Err(e) => Err(e),
                 };
                 if let Err(e) = appended {
                     tracing::warn!(error = %e, "cannot append to the audit topic");

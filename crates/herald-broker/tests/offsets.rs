@@ -1,8 +1,15 @@
 //! Committed offsets survive restarts and compaction keeps the newest value of every entry.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+use std::sync::Arc;
+
 use herald_broker::offsets::{Committed, OFFSETS_TOPIC, OffsetStore};
+use herald_broker::storage::{EmbeddedStorage, Storage};
 use herald_log::{Log, LogOptions};
+
+fn embedded(log: &Log) -> Arc<dyn Storage> {
+    Arc::new(EmbeddedStorage::new(log.clone()))
+}
 
 fn committed(offset: i64) -> Committed {
     Committed {
@@ -17,7 +24,8 @@ fn committed(offset: i64) -> Committed {
 async fn offsets_survive_reopen_and_compaction() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(LogOptions::new(dir.path())).unwrap();
-    let store = OffsetStore::open(log.clone())
+    let store = OffsetStore::open(embedded(&log))
+        .await
         .unwrap()
         .with_compact_slack(10);
     for i in 0..50 {
@@ -60,7 +68,7 @@ async fn offsets_survive_reopen_and_compaction() {
     drop(log);
 
     let log = Log::open(LogOptions::new(dir.path())).unwrap();
-    let store = OffsetStore::open(log.clone()).unwrap();
+    let store = OffsetStore::open(embedded(&log)).await.unwrap();
     let g1 = store.group_offsets("g1");
     assert_eq!(g1.len(), 2);
     assert_eq!((g1[0].2.offset, g1[1].2.offset), (49, 149));
@@ -84,7 +92,7 @@ async fn offsets_survive_reopen_and_compaction() {
 async fn group_snapshot_taken_last_wins_even_if_appended_first() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(LogOptions::new(dir.path())).unwrap();
-    let store = OffsetStore::open(log.clone()).unwrap();
+    let store = OffsetStore::open(embedded(&log)).await.unwrap();
     let older = store.stage_group("g", Some(serde_json::json!({"generation": 1})));
     let newer = store.stage_group("g", Some(serde_json::json!({"generation": 2})));
     store.store_group(newer).await.unwrap();
@@ -96,7 +104,7 @@ async fn group_snapshot_taken_last_wins_even_if_appended_first() {
     drop(log);
 
     let log = Log::open(LogOptions::new(dir.path())).unwrap();
-    let store = OffsetStore::open(log.clone()).unwrap();
+    let store = OffsetStore::open(embedded(&log)).await.unwrap();
     assert_eq!(store.group_snapshots(), expected, "after a restart");
     log.close().unwrap();
 }

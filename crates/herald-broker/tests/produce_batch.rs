@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use herald_broker::storage::EmbeddedStorage;
 use herald_broker::{Broker, BrokerConfig};
 use herald_log::batch::Record;
 use herald_log::{Log, LogOptions};
@@ -25,7 +26,12 @@ fn envelope(i: usize) -> Bytes {
 async fn checking_a_large_batch_does_not_stall_the_runtime() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(LogOptions::new(dir.path())).unwrap();
-    let broker = Broker::new(log.clone(), BrokerConfig::default()).unwrap();
+    let broker = Broker::new(
+        Arc::new(EmbeddedStorage::new(log.clone())),
+        BrokerConfig::default(),
+    )
+    .await
+    .unwrap();
     broker
         .create_topic(
             TOPIC,

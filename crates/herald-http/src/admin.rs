@@ -187,20 +187,16 @@ async fn list_tenants(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Value>, ApiError> {
     may_describe(&state, &caller)?;
-    let tenants: Vec<Value> = state
-        .broker
-        .security()
-        .list_tenants()
-        .into_iter()
-        .map(|t| {
-            json!({
-                "tenant": t.id,
-                "principal": format!("User:{TENANT_USER_PREFIX}{}", t.id),
-                "created_ms": t.created_ms,
-                "topics": state.broker.list_topics(Some(&t.id), None).len(),
-            })
-        })
-        .collect();
+    let mut tenants: Vec<Value> = Vec::new();
+    for t in state.broker.security().list_tenants() {
+        let topics = state.broker.list_topics(Some(&t.id), None).await?.len();
+        tenants.push(json!({
+            "tenant": t.id,
+            "principal": format!("User:{TENANT_USER_PREFIX}{}", t.id),
+            "created_ms": t.created_ms,
+            "topics": topics,
+        }));
+    }
     Ok(Json(json!({ "tenants": tenants })))
 }
 
@@ -238,6 +234,7 @@ async fn describe_tenant(
     let topics: Vec<String> = state
         .broker
         .list_topics(Some(&tenant), None)
+        .await?
         .into_iter()
         .map(|t| t.name)
         .collect();

@@ -99,6 +99,9 @@ impl From<BrokerError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "producer_sequence", msg)
             }
             BrokerError::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", msg),
+            BrokerError::Unsupported(_) => {
+                ApiError::new(StatusCode::NOT_IMPLEMENTED, "unsupported", msg)
+            }
             BrokerError::Unavailable(_) => {
                 let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg);
                 e.retry_after = Some(1);

@@ -153,7 +153,7 @@ async fn health() -> Json<Value> {
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
-    match state.broker.log().probe() {
+    match state.broker.probe().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
         Err(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e.to_string())
             .into_response(),
@@ -172,9 +172,9 @@ fn label(v: &str) -> String {
 
 /// Consumer lag as Prometheus text, computed at scrape time from the committed offsets, so a
 /// deleted group or topic leaves no stale series behind.
-fn lag_exposition(broker: &Broker) -> String {
+async fn lag_exposition(broker: &Broker) -> String {
     use std::fmt::Write as _;
-    let lags = broker.groups().lag();
+    let lags = broker.groups().lag().await;
     let mut out = String::new();
     let mut per_group: BTreeMap<&str, u64> = BTreeMap::new();
     let _ = writeln!(
@@ -211,13 +211,27 @@ fn lag_exposition(broker: &Broker) -> String {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    for (tenant, bytes) in state.broker.bytes_per_tenant() {
-        metrics::gauge!("herald_log_bytes", "tenant" => tenant).set(bytes as f64);
+    // A storage failure leaves these gauges at their last values rather than failing the
+    // scrape: the other metrics are what an operator needs to see it.
+    match state.broker.bytes_per_tenant().await {
+        Ok(per_tenant) => {
+            for (tenant, bytes) in per_tenant {
+                metrics::gauge!("herald_log_bytes", "tenant" => tenant).set(bytes as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "storage figures for /metrics failed"),
     }
-    metrics::gauge!("herald_topics").set(state.broker.log().topic_count() as f64);
-    metrics::gauge!("herald_journal_segments").set(state.broker.log().segment_count() as f64);
+    match state.broker.storage_figures().await {
+        Ok(f) => {
+            metrics::gauge!("herald_topics").set(f.topics as f64);
+            if let Some(segments) = f.segments {
+                metrics::gauge!("herald_journal_segments").set(segments as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "storage figures for /metrics failed"),
+    }
     let mut body = (state.render_metrics)();
-    body.push_str(&lag_exposition(&state.broker));
+    body.push_str(&lag_exposition(&state.broker).await);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -328,7 +342,7 @@ async fn describe_topic(
     Path(topic): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.allow(&state, Operation::Describe, Resource::Topic(&topic))?;
-    Ok(Json(state.broker.describe_topic(&topic)?).into_response())
+    Ok(Json(state.broker.describe_topic(&topic).await?).into_response())
 }
 
 #[derive(Deserialize)]
@@ -376,6 +390,7 @@ async fn list_topics(
     let topics: Vec<Value> = state
         .broker
         .list_topics(tenant.as_ref().map(|t| t.as_str()), glob.as_ref())
+        .await?
         .into_iter()
         .filter(|t| caller.permits(&state, Operation::Describe, Resource::Topic(&t.name)))
         .map(|t| json!({"name": t.name, "partitions": t.partitions}))
@@ -471,7 +486,7 @@ async fn read_events(
         .clamp(1, state.limits.max_read_records);
     let wait_ms: u64 = param(&q, "wait_ms")?.unwrap_or(0);
     let wait = Duration::from_millis(wait_ms).min(state.limits.max_wait);
-    let desc = state.broker.describe_topic(&topic)?;
+    let desc = state.broker.describe_topic(&topic).await?;
     let p = desc.partitions.get(partition as usize).ok_or_else(|| {
         ApiError::from(BrokerError::NotFound(Missing::Partition {
             topic: topic.clone(),
@@ -677,24 +692,22 @@ async fn describe_group(
         })
         .collect();
     let mut total = 0u64;
-    let offsets: Vec<Value> = committed
-        .into_iter()
-        .filter_map(|(t, p, c)| {
-            let c = c?;
-            let hw = state
-                .broker
-                .log()
-                .partition_stats(&t, p)
-                .ok()
-                .map(|s| s.high_watermark);
-            let lag = hw.map(|hw| hw.saturating_sub(u64::try_from(c.offset).unwrap_or(0)));
-            total += lag.unwrap_or(0);
-            Some(
-                json!({"topic": t, "partition": p, "committed": c.offset, "metadata": c.metadata,
-                        "high_watermark": hw, "lag": lag}),
-            )
-        })
-        .collect();
+    let mut offsets: Vec<Value> = Vec::new();
+    for (t, p, c) in committed {
+        let Some(c) = c else { continue };
+        let hw = state
+            .broker
+            .partition_stats(&t, p)
+            .await
+            .ok()
+            .map(|s| s.high_watermark);
+        let lag = hw.map(|hw| hw.saturating_sub(u64::try_from(c.offset).unwrap_or(0)));
+        total += lag.unwrap_or(0);
+        offsets.push(
+            json!({"topic": t, "partition": p, "committed": c.offset, "metadata": c.metadata,
+                    "high_watermark": hw, "lag": lag}),
+        );
+    }
     Ok(Json(json!({
         "group": group, "state": d.state.as_str(), "protocol_type": d.protocol_type,
         "protocol": d.protocol_name, "members": members, "offsets": offsets, "lag": total,
@@ -779,6 +792,7 @@ async fn reset_offsets(
     let partitions: Vec<(String, u32)> = state
         .broker
         .list_topics(None, Some(&glob))
+        .await?
         .into_iter()
         .filter(|t| caller.permits(&state, Operation::Read, Resource::Topic(&t.name)))
         .flat_map(|t| (0..t.partitions).map(move |p| (t.name.clone(), p)))
@@ -850,11 +864,9 @@ mod tests {
     async fn merged_routes_are_behind_the_panic_guard() -> Result<(), Box<dyn std::error::Error>> {
         use tower::ServiceExt as _;
         let dir = tempfile::tempdir()?;
-        let log = herald_log::Log::open(herald_log::LogOptions::new(dir.path()))?;
-        let broker = Arc::new(Broker::new(
-            log.clone(),
-            herald_broker::BrokerConfig::default(),
-        )?);
+        let broker = Arc::new(
+            Broker::open_embedded(dir.path(), herald_broker::BrokerConfig::default()).await?,
+        );
         let state = HttpState {
             broker,
             admin_api_key: "panic-guard-admin-key".into(),
@@ -872,7 +884,6 @@ mod tests {
         let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await?;
         let v: Value = serde_json::from_slice(&body)?;
         assert_eq!(v.pointer("/error/code"), Some(&json!("internal")));
-        log.close()?;
         Ok(())
     }
 }

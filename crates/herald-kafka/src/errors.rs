@@ -63,6 +63,8 @@ pub fn code(e: &BrokerError) -> i16 {
         BrokerError::UnknownProducerId(_) => UNKNOWN_PRODUCER_ID,
         BrokerError::Unavailable(_) => REQUEST_TIMED_OUT,
         BrokerError::Forbidden(_) => TOPIC_AUTHORIZATION_FAILED,
+        // Not retriable: the storage backend cannot do this at all.
+        BrokerError::Unsupported(_) => INVALID_REQUEST,
         BrokerError::StorageFull(_) | BrokerError::Internal(_) => KAFKA_STORAGE_ERROR,
     }
 }

@@ -282,7 +282,13 @@ pub async fn offset_commit(conn: &Connection, req: OffsetCommitRequest) -> Offse
             codes.push(vec![errors::TOPIC_AUTHORIZATION_FAILED; t.partitions.len()]);
             continue;
         }
-        let partitions = broker.log().topic(name).map(|i| i.partitions);
+        let partitions = match broker.topic(name).await {
+            Ok(info) => info.map(|i| i.partitions),
+            Err(e) => {
+                codes.push(vec![crate::errors::code(&e); t.partitions.len()]);
+                continue;
+            }
+        };
         let mut row = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
             match (partitions, u32::try_from(p.partition_index)) {

@@ -292,7 +292,7 @@ pub async fn events_history(
         Ok(c) => c,
         Err(code) => return code_error(code, &channel),
     };
-    if ch.options.history_size == 0 {
+    if !gw.keeps_history(ch.options) {
         return code_error(ErrorCode::NotAvailable, &channel);
     }
     let limit = q
@@ -656,7 +656,7 @@ async fn call(gw: &Arc<Gateway>, method: &str, params: Value) -> Option<Result<V
         },
         "history" => match parse::<HistoryParams>(params) {
             Ok(p) => match gw.authz.resolve(&p.channel) {
-                Ok(ch) if ch.options.history_size == 0 => Err(ErrorCode::NotAvailable),
+                Ok(ch) if !gw.keeps_history(ch.options) => Err(ErrorCode::NotAvailable),
                 Ok(ch) => {
                     let since = p.since.as_ref().map(|s| (s.offset, s.epoch.as_str()));
                     gw.streams
@@ -692,6 +692,7 @@ async fn call(gw: &Arc<Gateway>, method: &str, params: Value) -> Option<Result<V
                             StreamError::Unavailable(_) | StreamError::Internal(_) => {
                                 ErrorCode::Internal
                             }
+                            StreamError::NoHistory => ErrorCode::NotAvailable,
                         }
                     }),
                 Err(code) => Err(code),

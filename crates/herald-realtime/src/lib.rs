@@ -1,9 +1,10 @@
 //! `herald-realtime` is Herald's real-time gateway: Centrifugo's client protocol over WebSocket
 //! (`/connection/websocket`) and unidirectional SSE (`/connection/uni_sse`), Centrifugo's server
 //! API (`/api/<method>`), seed 2's `/api/events/*` endpoints, and routes that carry records of
-//! log topics into channels.
+//! topics into channels.
 //!
-//! Channels with history are durable streams in the log ([`streams`]); the in-memory [`hub`]
+//! Channel history is behind [`streams::ChannelStore`]: channels with history are durable streams
+//! in the broker's storage ([`streams::Streams`]), never in the log directly; the in-memory [`hub`]
 //! holds connections and subscriptions and fans publications out. Every client-facing decision
 //! goes through one [`authz::Authorizer`].
 
@@ -34,7 +35,7 @@ use crate::config::{Namespace, RealtimeConfig};
 use crate::hub::Hub;
 use crate::limits::{RateLimiter, Verdict};
 use crate::proto::{ErrorCode, Publication};
-use crate::streams::{Fanout, Streams};
+use crate::streams::{ChannelStore, Fanout, NewPublication, Streams};
 
 pub use config::RealtimeConfig as Config;
 
@@ -63,7 +64,8 @@ pub struct Gateway {
     pub cfg: RealtimeConfig,
     pub authz: Authorizer,
     pub hub: Arc<Hub>,
-    pub streams: Streams,
+    /// Channel history; [`streams::Streams`] over the broker's storage.
+    pub streams: Box<dyn ChannelStore>,
     pub verifier: jwt::Verifier,
     pub limiter: RateLimiter,
     pub broker: Arc<Broker>,
@@ -104,14 +106,14 @@ impl Gateway {
         cfg.validate()?;
         let hub = Arc::new(Hub::new());
         let fan_hub = Arc::clone(&hub);
-        let streams = Streams::new(
-            broker.log().clone(),
+        let streams: Box<dyn ChannelStore> = Box::new(Streams::new(
+            Arc::clone(broker.storage()),
             Arc::new(move |f: Fanout| {
                 let body = pub_push_body(&f.channel, &f.publication);
                 fan_hub.publish(&f.channel, f.offset, &body);
             }),
             epoch_seed,
-        );
+        ));
         let read_key = |v: &Option<String>| -> Result<Option<String>, String> {
             match v {
                 Some(s) if !s.contains("-----BEGIN") => std::fs::read_to_string(s)
@@ -285,6 +287,12 @@ impl Gateway {
     }
 
     /// Publishes into a channel (durably when the namespace keeps history) and fans out.
+    /// Whether publications of a namespace's channels are kept: it has a history size and the
+    /// channel store keeps history at all.
+    pub fn keeps_history(&self, ns: &Namespace) -> bool {
+        ns.history_size > 0 && self.streams.keeps_history()
+    }
+
     pub async fn publish(&self, p: Outgoing<'_>) -> Result<PublishOutcome, ErrorCode> {
         let Outgoing {
             channel,
@@ -300,10 +308,19 @@ impl Gateway {
             return Err(ErrorCode::LimitExceeded);
         }
         let started = Instant::now();
-        let out = if ns.history_size > 0 {
+        let out = if self.keeps_history(ns) {
             let p = self
                 .streams
-                .publish(channel, ns, data, info, tags, idempotency_key)
+                .publish(
+                    channel,
+                    ns,
+                    NewPublication {
+                        data,
+                        info,
+                        tags,
+                        idempotency_key,
+                    },
+                )
                 .await
                 .map_err(|e| {
                     tracing::warn!(%channel, error = %e, "publish failed");

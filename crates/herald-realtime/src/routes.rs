@@ -158,7 +158,13 @@ impl Worker {
     /// At start: every existing partition a route selects resumes from its committed position;
     /// partitions never routed before start at their end (new records only).
     async fn catch_up(&mut self) {
-        let topics = self.gw.broker.list_topics(None, None);
+        let topics = match self.gw.broker.list_topics(None, None).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "routes cannot list topics; they start with appends");
+                Vec::new()
+            }
+        };
         for t in topics {
             if t.name
                 .starts_with(herald_core::topic::INTERNAL_TOPIC_PREFIX)
@@ -205,8 +211,8 @@ impl Worker {
         let key = (ri, topic.to_owned(), partition);
         let stats = gw
             .broker
-            .log()
             .partition_stats(topic, partition)
+            .await
             .map_err(|e| e.to_string())?;
         let mut cursor = match self.cursors.get(&key) {
             Some(c) => *c,
@@ -250,7 +256,7 @@ impl Worker {
             }
             let before = cursor;
             for b in &read.batches {
-                let records = herald_log::batch::decode(b).map_err(|e| e.to_string())?;
+                let records = herald_broker::records::decode(b).map_err(|e| e.to_string())?;
                 for r in records {
                     if r.offset < cursor {
                         continue;

@@ -399,7 +399,7 @@ impl Session {
         let gw = Arc::clone(&self.gw);
         let ch = gw.authz.resolve(channel)?;
         let ns = ch.options;
-        let history = ns.history_size > 0;
+        let history = gw.keeps_history(ns);
         let recoverable = history && (req.recoverable || ns.force_recovery);
         let positioned = history && (req.positioned || ns.force_positioning || recoverable);
         let join_leave = ns.join_leave && (req.join_leave || ns.force_push_join_leave);
@@ -430,7 +430,7 @@ impl Session {
                 result.epoch = pos.epoch;
                 metrics::counter!("realtime_recoveries_total", "recovered" => if recovered { "yes" } else { "no" }).increment(1);
             } else {
-                let pos = gw.streams.position(channel);
+                let pos = gw.streams.position(channel).await;
                 result.offset = pos.offset;
                 result.epoch = pos.epoch;
             }
@@ -683,7 +683,7 @@ impl Session {
             Ok(c) => c,
             Err(code) => return self.fail(id, code),
         };
-        if ch.options.history_size == 0 {
+        if !gw.keeps_history(ch.options) {
             return self.fail(id, ErrorCode::NotAvailable);
         }
         if let Err(d) = gw.authz.check(

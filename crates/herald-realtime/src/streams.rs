@@ -1,19 +1,27 @@
-//! Channels with history are durable streams in the embedded log: one single-partition topic
-//! per channel (`_herald.ch.<channel>`, hidden from Kafka clients), whose offsets are the
-//! channel's offsets (log offset + 1, so the first publication is 1, as in Centrifugo) and whose
-//! epoch is stored in the topic's configuration when it is created — it survives restarts and
-//! changes only when the history is removed.
+//! Channel history behind [`ChannelStore`]: publish with an idempotency key and ordered
+//! fan-out, the position, history and recovery ranges, removal and trimming.
 //!
-//! Publications are fanned out from the log's acknowledgement callback, which runs in offset
+//! [`Streams`] keeps channels with history as durable streams in the broker's storage: one
+//! single-partition topic per channel (`_herald.ch.<channel>`, hidden from Kafka clients), whose
+//! offsets are the channel's offsets (storage offset + 1, so the first publication is 1, as in
+//! Centrifugo). The epoch is derived from the channel's name and a seed kept with the data
+//! directory, so it is stable across restarts and known before the first publication.
+//! Publications are fanned out from storage's acknowledgement callback, which runs in offset
 //! order per partition, so subscribers see a channel's publications in offset order.
+//!
+//! [`NoHistory`] keeps nothing: every channel behaves as a namespace without history
+//! (publications go to current subscribers only, history answers "not available").
 
 use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use herald_log::batch::Record;
-use herald_log::{AppendOutcome, IdemKey, Log, LogError, TopicConfig};
+use herald_broker::BrokerError;
+use herald_broker::records::{self, Record};
+use herald_broker::storage::{AppendOutcome, IdemKey, MAX_IDEM_KEY_LEN, Storage, TopicConfig};
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
 
@@ -53,17 +61,97 @@ pub enum StreamError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    /// The store keeps no history ([`NoHistory`]).
+    #[error("history is not available")]
+    NoHistory,
 }
 
-impl From<LogError> for StreamError {
-    fn from(e: LogError) -> Self {
+impl From<BrokerError> for StreamError {
+    fn from(e: BrokerError) -> Self {
         match e {
-            LogError::Overloaded { .. } | LogError::Closed => {
-                StreamError::Unavailable(e.to_string())
-            }
+            BrokerError::Unavailable(_) => StreamError::Unavailable(e.to_string()),
             other => StreamError::Internal(other.to_string()),
         }
     }
+}
+
+/// The future a [`ChannelStore`] method returns (boxed, so the gateway can hold any store as
+/// `Box<dyn ChannelStore>`).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What recovery found: the missed publications, the current position, and whether they are
+/// all that was missed.
+pub type Recovery = (Vec<Publication>, Position, bool);
+
+/// One publication to store.
+pub struct NewPublication<'a> {
+    /// JSON.
+    pub data: &'a RawValue,
+    pub info: Option<&'a str>,
+    pub tags: Option<&'a BTreeMap<String, String>>,
+    /// Centrifugo's `idempotency_key`: a repeat within the idempotency window is answered with
+    /// the first publication's position and stored and delivered nothing.
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// Where channels with history keep their publications.
+///
+/// Channel offsets start at 1 and are contiguous; the epoch changes only when a channel's
+/// history is lost, never when it is removed (`remove` keeps offset and epoch). Stores are given
+/// the fan-out function when they are built and call it for every stored publication, in offset
+/// order per channel, before the publisher's `publish` resolves.
+pub trait ChannelStore: Send + Sync + 'static {
+    /// Whether this store keeps history at all. When `false`, every namespace is treated as one
+    /// without history: the gateway publishes straight to subscribers, `history` answers
+    /// [`ErrorCode::NotAvailable`] and recovery never succeeds.
+    fn keeps_history(&self) -> bool;
+
+    /// The channel's position: the offset of its newest publication (0 when there is none) and
+    /// its epoch.
+    fn position<'a>(&'a self, channel: &'a str) -> StoreFuture<'a, Position>;
+
+    /// Stores a publication and fans it out once it is durable. Resolves with its offset, or
+    /// with the first one's if the idempotency key was seen before (`duplicate`, nothing fanned
+    /// out).
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        ns: &'a Namespace,
+        publication: NewPublication<'a>,
+    ) -> StoreFuture<'a, Result<Published, StreamError>>;
+
+    /// Centrifugo history: `since` (offset, epoch) selects publications after it (before it
+    /// with `reverse`); `limit` 0 returns only the position, negative means all retained, never
+    /// more than `max_limit`. A `since` of another epoch is `UnrecoverablePosition`.
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        ns: &'a Namespace,
+        limit: i32,
+        since: Option<(u64, &'a str)>,
+        reverse: bool,
+        max_limit: usize,
+    ) -> StoreFuture<'a, Result<(Vec<Publication>, Position), ErrorCode>>;
+
+    /// Recovery for a (re)subscribing client that has seen everything up to `offset` in
+    /// `epoch`: the publications after it (at most `max`), the current position, and whether
+    /// they are all that was missed.
+    fn recover<'a>(
+        &'a self,
+        channel: &'a str,
+        ns: &'a Namespace,
+        offset: u64,
+        epoch: &'a str,
+        max: usize,
+    ) -> StoreFuture<'a, Result<Recovery, StreamError>>;
+
+    /// Deletes the channel's publications (Centrifugo's `history_remove`), keeping its offset and
+    /// epoch so subscribers' positions remain valid.
+    fn remove<'a>(&'a self, channel: &'a str) -> StoreFuture<'a, Result<(), StreamError>>;
+
+    /// Drops publications beyond the namespace's `history_size` (in the background; returns at
+    /// once).
+    fn trim<'a>(&'a self, channel: &'a str, ns: &'a Namespace) -> StoreFuture<'a, ()>;
 }
 
 pub struct Published {
@@ -73,8 +161,9 @@ pub struct Published {
     pub duplicate: bool,
 }
 
+/// [`ChannelStore`] over the broker's storage.
 pub struct Streams {
-    log: Log,
+    storage: Arc<dyn Storage>,
     fanout: FanoutFn,
     trimming: Arc<Mutex<HashSet<String>>>,
     epoch_seed: String,
@@ -87,22 +176,13 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, LogError> + Send + 'static,
-) -> Result<T, StreamError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StreamError::Internal(e.to_string()))?
-        .map_err(StreamError::from)
-}
-
 impl Streams {
     /// `epoch_seed` is a value stored with the data directory: a channel's epoch is derived from
     /// it and the channel's name, so a channel has its epoch before its first publication (a
     /// subscribe writes nothing) and a new data directory means new epochs.
-    pub fn new(log: Log, fanout: FanoutFn, epoch_seed: String) -> Streams {
+    pub fn new(storage: Arc<dyn Storage>, fanout: FanoutFn, epoch_seed: String) -> Streams {
         Streams {
-            log,
+            storage,
             fanout,
             trimming: Arc::default(),
             epoch_seed,
@@ -126,11 +206,12 @@ impl Streams {
     }
 
     /// The stream's position; offset 0 when nothing was published yet.
-    pub fn position(&self, channel: &str) -> Position {
+    async fn position_of(&self, channel: &str) -> Position {
         Position {
             offset: self
-                .log
+                .storage
                 .partition_stats(&topic_of(channel), 0)
+                .await
                 .map_or(0, |s| s.high_watermark),
             epoch: self.epoch_for(channel),
         }
@@ -139,7 +220,7 @@ impl Streams {
     /// Creates the stream on the first publication.
     async fn ensure(&self, channel: &str, ns: &Namespace) -> Result<(), StreamError> {
         let topic = topic_of(channel);
-        if self.log.partition_stats(&topic, 0).is_ok() {
+        if self.storage.partition_stats(&topic, 0).await.is_ok() {
             return Ok(());
         }
         let mut config = TopicConfig::new();
@@ -147,13 +228,9 @@ impl Streams {
             "retention.ms".to_owned(),
             (ns.history_ttl_secs.saturating_mul(1000)).to_string(),
         );
-        let log = self.log.clone();
-        match blocking(move || log.create_topic(&topic, 1, config)).await {
-            Ok(_) | Err(StreamError::Internal(_)) => {}
-            Err(e) => return Err(e),
-        }
-        // Created now or by a concurrent caller: either way it exists unless creation failed.
-        if self.log.partition_stats(&topic_of(channel), 0).is_err() {
+        // A concurrent creation counts as success.
+        self.storage.ensure_topic_with(&topic, config).await?;
+        if self.storage.partition_stats(&topic, 0).await.is_err() {
             return Err(StreamError::Internal(format!(
                 "cannot create the stream of {channel}"
             )));
@@ -162,15 +239,18 @@ impl Streams {
     }
 
     /// Appends a publication and fans it out once it is durable. `data` must be JSON.
-    pub async fn publish(
+    async fn publish_one(
         &self,
         channel: &str,
         ns: &Namespace,
-        data: &RawValue,
-        info: Option<&str>,
-        tags: Option<&BTreeMap<String, String>>,
-        idempotency_key: Option<&str>,
+        p: NewPublication<'_>,
     ) -> Result<Published, StreamError> {
+        let NewPublication {
+            data,
+            info,
+            tags,
+            idempotency_key,
+        } = p;
         self.ensure(channel, ns).await?;
         let mut headers = Vec::new();
         if let Some(i) = info {
@@ -187,7 +267,7 @@ impl Streams {
             value: Some(Bytes::from(data.get().to_owned())),
             headers,
         };
-        let batch = herald_log::batch::build(std::slice::from_ref(&record))?;
+        let batch = records::build(std::slice::from_ref(&record))?;
         let keys = match idempotency_key {
             Some(k) if !k.is_empty() => {
                 let mut key = Vec::with_capacity(3 + channel.len() + k.len() + 1);
@@ -195,7 +275,7 @@ impl Streams {
                 key.extend_from_slice(channel.as_bytes());
                 key.push(0);
                 key.extend_from_slice(k.as_bytes());
-                if key.len() > herald_log::frame::MAX_IDEM_KEY_LEN {
+                if key.len() > MAX_IDEM_KEY_LEN {
                     return Err(StreamError::Internal(
                         "idempotency_key is too long".to_owned(),
                     ));
@@ -216,14 +296,14 @@ impl Streams {
             info: info.map(str::to_owned),
             tags: tags.cloned().filter(|t| !t.is_empty()),
         };
-        self.log.append(
+        self.storage.append(
             &topic,
             0,
             batch,
             keys,
             Box::new(move |r| {
-                // Runs on the log's acknowledgement thread, in offset order: fan out first so
-                // that order is kept, then answer the publisher.
+                // Runs where storage acknowledges, in offset order: fan out first so that order
+                // is kept, then answer the publisher.
                 if let Ok(AppendOutcome::Appended { base_offset, .. }) = &r {
                     let offset = base_offset + 1;
                     fanout(Fanout {
@@ -237,7 +317,7 @@ impl Streams {
         );
         let outcome = rx
             .await
-            .map_err(|_| StreamError::Unavailable("the log closed".into()))??;
+            .map_err(|_| StreamError::Unavailable("storage shut down".into()))??;
         let (offset, duplicate) = match outcome {
             AppendOutcome::Appended { base_offset, .. } => (base_offset + 1, false),
             AppendOutcome::Duplicate { hits } => {
@@ -253,15 +333,15 @@ impl Streams {
             epoch: self.epoch_for(channel),
             duplicate,
         };
-        self.maybe_trim(channel, ns);
+        self.maybe_trim(channel, ns).await;
         Ok(published)
     }
 
     /// Keeps at most `history_size` publications: once twice that many are stored, the older
     /// ones are deleted in the background (reads never return more than `history_size`).
-    fn maybe_trim(&self, channel: &str, ns: &Namespace) {
+    async fn maybe_trim(&self, channel: &str, ns: &Namespace) {
         let topic = topic_of(channel);
-        let Ok(stats) = self.log.partition_stats(&topic, 0) else {
+        let Ok(stats) = self.storage.partition_stats(&topic, 0).await else {
             return;
         };
         let size = ns.history_size as u64;
@@ -271,26 +351,27 @@ impl Streams {
         if !self.trimming.lock().insert(topic.clone()) {
             return;
         }
-        let log = self.log.clone();
+        let storage = Arc::clone(&self.storage);
         let before = stats.high_watermark.saturating_sub(size);
         let guard = TrimGuard {
             set: Arc::clone(&self.trimming),
             topic: topic.clone(),
         };
-        tokio::task::spawn_blocking(move || {
+        tokio::spawn(async move {
             let _guard = guard;
-            if let Err(e) = log.delete_records_before(&topic, 0, before) {
+            if let Err(e) = storage.delete_records_before(&topic, 0, before).await {
                 tracing::debug!(%topic, error = %e, "history trim failed");
             }
         });
     }
 
     /// The retained window of a stream: log offsets `[first, top)`, and the epoch.
-    fn window(&self, channel: &str, ns: &Namespace) -> (u64, u64, String) {
-        let pos = self.position(channel);
+    async fn window(&self, channel: &str, ns: &Namespace) -> (u64, u64, String) {
+        let pos = self.position_of(channel).await;
         let log_start = self
-            .log
+            .storage
             .partition_stats(&topic_of(channel), 0)
+            .await
             .map(|s| s.log_start)
             .unwrap_or(0);
         let first = log_start.max(pos.offset.saturating_sub(ns.history_size as u64));
@@ -313,19 +394,18 @@ impl Streams {
         let oldest = now_ms() - (ns.history_ttl_secs.saturating_mul(1000)) as i64;
         let mut at = from;
         while at < to {
-            let log = self.log.clone();
-            let t = topic.clone();
-            let read = match blocking(move || log.read(&t, 0, at, 1024 * 1024)).await {
+            let read = match self.storage.read(&topic, 0, at, 1024 * 1024).await {
                 Ok(r) => r,
-                Err(StreamError::Internal(m)) if m.contains("out of range") => break,
-                Err(e) => return Err(e),
+                // Trimmed or removed while reading: what remains is returned.
+                Err(BrokerError::OffsetOutOfRange { .. }) => break,
+                Err(e) => return Err(e.into()),
             };
             if read.batches.is_empty() {
                 break;
             }
             let mut progressed = false;
             for b in &read.batches {
-                for r in herald_log::batch::decode(b)? {
+                for r in records::decode(b)? {
                     if r.offset < at || r.offset >= to {
                         continue;
                     }
@@ -346,7 +426,7 @@ impl Streams {
 
     /// Centrifugo history: `since` (offset, epoch) selects publications after it (before it
     /// with `reverse`); `limit` 0 returns only the position, negative means all retained.
-    pub async fn history(
+    async fn history_of(
         &self,
         channel: &str,
         ns: &Namespace,
@@ -355,7 +435,7 @@ impl Streams {
         reverse: bool,
         max_limit: usize,
     ) -> Result<(Vec<Publication>, Position), ErrorCode> {
-        let (first, top, epoch) = self.window(channel, ns);
+        let (first, top, epoch) = self.window(channel, ns).await;
         let pos = Position { offset: top, epoch };
         if limit == 0 {
             return Ok((Vec::new(), pos));
@@ -392,7 +472,7 @@ impl Streams {
 
     /// Recovery for a (re)subscribing client at `offset`/`epoch`: the missed publications and
     /// whether they are all of them.
-    pub async fn recover(
+    async fn recover_of(
         &self,
         channel: &str,
         ns: &Namespace,
@@ -400,7 +480,7 @@ impl Streams {
         epoch: &str,
         max: usize,
     ) -> Result<(Vec<Publication>, Position, bool), StreamError> {
-        let (first, top, cur_epoch) = self.window(channel, ns);
+        let (first, top, cur_epoch) = self.window(channel, ns).await;
         let pos = Position {
             offset: top,
             epoch: cur_epoch,
@@ -423,18 +503,126 @@ impl Streams {
     /// Deletes the channel's history (Centrifugo's `history_remove`): the publications go, the
     /// position stays — the next publication continues the same epoch at the next offset, so
     /// subscribers' positions remain valid.
-    pub async fn remove(&self, channel: &str) -> Result<(), StreamError> {
+    async fn remove_of(&self, channel: &str) -> Result<(), StreamError> {
         let topic = topic_of(channel);
-        let Ok(stats) = self.log.partition_stats(&topic, 0) else {
+        let Ok(stats) = self.storage.partition_stats(&topic, 0).await else {
             return Ok(());
         };
         if stats.log_start >= stats.high_watermark {
             return Ok(());
         }
-        let log = self.log.clone();
-        blocking(move || log.delete_records_before(&topic, 0, stats.high_watermark))
+        self.storage
+            .delete_records_before(&topic, 0, stats.high_watermark)
             .await
             .map(|_| ())
+            .map_err(StreamError::from)
+    }
+}
+
+impl ChannelStore for Streams {
+    fn keeps_history(&self) -> bool {
+        true
+    }
+
+    fn position<'a>(&'a self, channel: &'a str) -> StoreFuture<'a, Position> {
+        Box::pin(self.position_of(channel))
+    }
+
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        ns: &'a Namespace,
+        publication: NewPublication<'a>,
+    ) -> StoreFuture<'a, Result<Published, StreamError>> {
+        Box::pin(self.publish_one(channel, ns, publication))
+    }
+
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        ns: &'a Namespace,
+        limit: i32,
+        since: Option<(u64, &'a str)>,
+        reverse: bool,
+        max_limit: usize,
+    ) -> StoreFuture<'a, Result<(Vec<Publication>, Position), ErrorCode>> {
+        Box::pin(self.history_of(channel, ns, limit, since, reverse, max_limit))
+    }
+
+    fn recover<'a>(
+        &'a self,
+        channel: &'a str,
+        ns: &'a Namespace,
+        offset: u64,
+        epoch: &'a str,
+        max: usize,
+    ) -> StoreFuture<'a, Result<Recovery, StreamError>> {
+        Box::pin(self.recover_of(channel, ns, offset, epoch, max))
+    }
+
+    fn remove<'a>(&'a self, channel: &'a str) -> StoreFuture<'a, Result<(), StreamError>> {
+        Box::pin(self.remove_of(channel))
+    }
+
+    fn trim<'a>(&'a self, channel: &'a str, ns: &'a Namespace) -> StoreFuture<'a, ()> {
+        Box::pin(self.maybe_trim(channel, ns))
+    }
+}
+
+/// A [`ChannelStore`] that keeps nothing, for nodes without a history backend: channels behave
+/// as in a Centrifugo namespace without history.
+pub struct NoHistory;
+
+impl ChannelStore for NoHistory {
+    fn keeps_history(&self) -> bool {
+        false
+    }
+
+    fn position<'a>(&'a self, _channel: &'a str) -> StoreFuture<'a, Position> {
+        Box::pin(std::future::ready(Position {
+            offset: 0,
+            epoch: String::new(),
+        }))
+    }
+
+    fn publish<'a>(
+        &'a self,
+        _channel: &'a str,
+        _ns: &'a Namespace,
+        _publication: NewPublication<'a>,
+    ) -> StoreFuture<'a, Result<Published, StreamError>> {
+        Box::pin(std::future::ready(Err(StreamError::NoHistory)))
+    }
+
+    fn history<'a>(
+        &'a self,
+        _channel: &'a str,
+        _ns: &'a Namespace,
+        _limit: i32,
+        _since: Option<(u64, &'a str)>,
+        _reverse: bool,
+        _max_limit: usize,
+    ) -> StoreFuture<'a, Result<(Vec<Publication>, Position), ErrorCode>> {
+        Box::pin(std::future::ready(Err(ErrorCode::NotAvailable)))
+    }
+
+    fn recover<'a>(
+        &'a self,
+        channel: &'a str,
+        _ns: &'a Namespace,
+        _offset: u64,
+        _epoch: &'a str,
+        _max: usize,
+    ) -> StoreFuture<'a, Result<Recovery, StreamError>> {
+        Box::pin(async move { Ok((Vec::new(), self.position(channel).await, false)) })
+    }
+
+    fn remove<'a>(&'a self, _channel: &'a str) -> StoreFuture<'a, Result<(), StreamError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn trim<'a>(&'a self, _channel: &'a str, _ns: &'a Namespace) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
     }
 }
 
@@ -486,5 +674,44 @@ fn publication_of(r: &Record) -> Publication {
         offset: r.offset + 1,
         info: header(INFO_HEADER).map(crate::proto::raw),
         tags: header(TAGS_HEADER).and_then(|t| serde_json::from_str(t).ok()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A store without history stores and delivers nothing itself, and answers history and
+    /// recovery as Centrifugo does for a namespace without history.
+    #[tokio::test]
+    async fn no_history_keeps_nothing() {
+        let store: Box<dyn ChannelStore> = Box::new(NoHistory);
+        let ns = Namespace {
+            history_size: 10,
+            ..Namespace::default()
+        };
+        assert!(!store.keeps_history());
+        let data = RawValue::from_string("{\"a\":1}".to_owned()).unwrap();
+        let published = store
+            .publish(
+                "news",
+                &ns,
+                NewPublication {
+                    data: &data,
+                    info: None,
+                    tags: None,
+                    idempotency_key: Some("k"),
+                },
+            )
+            .await;
+        assert!(matches!(published, Err(StreamError::NoHistory)));
+        assert_eq!(store.position("news").await.offset, 0);
+        assert!(matches!(
+            store.history("news", &ns, 10, None, false, 100).await,
+            Err(ErrorCode::NotAvailable)
+        ));
+        let recovered = store.recover("news", &ns, 0, "", 100).await;
+        assert!(matches!(recovered, Ok((ref p, _, false)) if p.is_empty()));
     }
 }

@@ -123,25 +123,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             other => anyhow::anyhow!("cannot open the log in {}: {other}", log_dir.display()),
         })?;
 
-    let broker = Arc::new(Broker::new(
-        log.clone(),
-        BrokerConfig {
-            topic_prefix: cfg.topic_prefix.clone(),
-            default_partitions: cfg.topics.default_partitions,
-            auto_create_topics: cfg.topics.auto_create,
-            strict_envelopes: cfg.topics.strict_envelopes,
-            max_tenant_labels: cfg.metrics.max_tenant_labels,
-            default_retention_ms: cfg.topics.default_retention_ms,
-            groups: cfg.groups.coordinator(),
-            superusers: cfg.security.superusers.clone(),
-            quotas: cfg.quotas.clone(),
-            scram_unknown_user_secret: Some(
-                stored_secret(&cfg.data_dir, "scram-secret", "")?
-                    .0
-                    .into_bytes(),
-            ),
-        },
-    )?);
+    let broker = Arc::new(
+        Broker::new(
+            Arc::new(herald_broker::storage::EmbeddedStorage::new(log.clone())),
+            BrokerConfig {
+                topic_prefix: cfg.topic_prefix.clone(),
+                default_partitions: cfg.topics.default_partitions,
+                auto_create_topics: cfg.topics.auto_create,
+                strict_envelopes: cfg.topics.strict_envelopes,
+                max_tenant_labels: cfg.metrics.max_tenant_labels,
+                default_retention_ms: cfg.topics.default_retention_ms,
+                groups: cfg.groups.coordinator(),
+                superusers: cfg.security.superusers.clone(),
+                quotas: cfg.quotas.clone(),
+                scram_unknown_user_secret: Some(
+                    stored_secret(&cfg.data_dir, "scram-secret", "")?
+                        .0
+                        .into_bytes(),
+                ),
+            },
+        )
+        .await?,
+    );
 
     let _group_timers = broker.start();
     let listeners = cfg.kafka_listeners()?;
@@ -271,6 +274,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(
         http = %http_local,
         data_dir = %cfg.data_dir.display(),
+        storage = broker.storage_name(),
         fsync = %cfg.log.fsync,
         topics = log.topic_count(),
         "herald started"

@@ -26,7 +26,7 @@ const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
-pub(super) fn describe_configs(
+pub(super) async fn describe_configs(
     conn: &Connection,
     req: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
@@ -59,16 +59,16 @@ pub(super) fn describe_configs(
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
         let entries: Vec<DescribeConfigsResourceResult> = match r.resource_type {
-            RESOURCE_TOPIC => match broker.log().topic(&name) {
-                None => {
+            RESOURCE_TOPIC => match broker.require_topic(&name).await {
+                Err(e) => {
                     results.push(
                         result
-                            .with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION)
-                            .with_error_message(Some(s(format!("topic {name} does not exist")))),
+                            .with_error_code(code(&e))
+                            .with_error_message(Some(s(e.to_string()))),
                     );
                     continue;
                 }
-                Some(info) => config_entries(&info.config, broker.config().default_retention_ms)
+                Ok(info) => config_entries(&info.config, broker.config().default_retention_ms)
                     .into_iter()
                     .filter(|e| wanted(&e.name))
                     .map(|e| {
@@ -243,12 +243,15 @@ pub(super) async fn incremental_alter_configs(
             continue;
         }
         let name = r.resource_name.as_str().to_owned();
-        let Some(info) = broker.log().topic(&name) else {
-            out.push(
-                resp.with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION)
-                    .with_error_message(Some(s(format!("topic {name} does not exist")))),
-            );
-            continue;
+        let info = match broker.require_topic(&name).await {
+            Ok(info) => info,
+            Err(e) => {
+                out.push(
+                    resp.with_error_code(code(&e))
+                        .with_error_message(Some(s(e.to_string()))),
+                );
+                continue;
+            }
         };
         let mut config = info.config;
         let mut bad = None;

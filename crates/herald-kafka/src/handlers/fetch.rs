@@ -92,13 +92,13 @@ pub(super) async fn fetch(conn: &Connection, req: FetchRequest) -> FetchResponse
                 // The first partition with data may exceed the budget by one batch so that
                 // consumers always progress (KIP-74).
                 if budget == 0 && total > 0 {
-                    let stats = broker.log().partition_stats(&name, partition);
+                    let stats = broker.partition_stats(&name, partition).await;
                     parts.push(match stats {
                         Ok(st) => resp
                             .with_high_watermark(st.high_watermark as i64)
                             .with_last_stable_offset(st.high_watermark as i64)
                             .with_log_start_offset(st.log_start as i64),
-                        Err(e) => resp.with_error_code(code(&BrokerError::from(e))),
+                        Err(e) => resp.with_error_code(code(&e)),
                     });
                     continue;
                 }
@@ -201,10 +201,10 @@ pub(super) async fn list_offsets(
                 parts.push(resp.with_error_code(errors::UNKNOWN_TOPIC_OR_PARTITION));
                 continue;
             };
-            let stats = match broker.log().partition_stats(&name, partition) {
+            let stats = match broker.partition_stats(&name, partition).await {
                 Ok(s) => s,
                 Err(e) => {
-                    parts.push(resp.with_error_code(code(&BrokerError::from(e))));
+                    parts.push(resp.with_error_code(code(&e)));
                     continue;
                 }
             };

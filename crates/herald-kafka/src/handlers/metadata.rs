@@ -40,7 +40,7 @@ pub(super) fn broker_entry(conn: &Connection) -> MetadataResponseBroker {
 pub(super) fn metadata_topic(
     conn: &Connection,
     who: &Subject,
-    info: &herald_log::TopicInfo,
+    info: &herald_broker::storage::TopicInfo,
     with_operations: bool,
 ) -> MetadataResponseTopic {
     let node = BrokerId(conn.ctx.cfg.node_id);
@@ -89,17 +89,23 @@ pub(super) async fn metadata(
     let topics = match requested {
         // Every topic the client may describe; the others are left out, not refused, so a
         // tenant's regex subscription never learns that another tenant's topics exist.
-        None => broker
-            .log()
-            .list_topics("")
-            .iter()
-            .filter(|t| {
-                !t.name
-                    .starts_with(herald_core::topic::CHANNEL_STREAM_PREFIX)
-                    && permits(conn, &who, Operation::Describe, Resource::Topic(&t.name))
-            })
-            .map(|t| metadata_topic(conn, &who, t, topic_ops))
-            .collect(),
+        None => match broker.list_topics(None, None).await {
+            Ok(topics) => topics,
+            Err(e) => {
+                // Metadata has no top-level error code: answer with no topics, as a broker
+                // that cannot reach its metadata does.
+                tracing::warn!(error = %e, "listing topics for Metadata failed");
+                Vec::new()
+            }
+        }
+        .iter()
+        .filter(|t| {
+            !t.name
+                .starts_with(herald_core::topic::CHANNEL_STREAM_PREFIX)
+                && permits(conn, &who, Operation::Describe, Resource::Topic(&t.name))
+        })
+        .map(|t| metadata_topic(conn, &who, t, topic_ops))
+        .collect(),
         Some(names) => {
             let mut out = Vec::with_capacity(names.len());
             for name in names {
@@ -111,17 +117,18 @@ pub(super) async fn metadata(
                     );
                     continue;
                 }
-                let mut info = broker.log().topic(&name);
+                let mut info = broker.topic(&name).await.ok().flatten();
                 if info.is_none()
                     && allow_create
                     && broker.may_auto_create(&name)
                     && may_create(conn, &who, &name)
                 {
-                    info = broker
-                        .ensure_topic(&name)
-                        .await
-                        .ok()
-                        .and_then(|_| broker.log().topic(&name));
+                    // Read back rather than taking what `ensure_topic` returns: a topic created
+                    // just now is answered with its creation time (its topic id).
+                    info = match broker.ensure_topic(&name).await {
+                        Ok(_) => broker.topic(&name).await.ok().flatten(),
+                        Err(_) => None,
+                    };
                 }
                 out.push(match info {
                     Some(info) => metadata_topic(conn, &who, &info, topic_ops),

@@ -126,7 +126,7 @@ pub async fn handle(conn: &Connection, frame: Bytes) -> Result<Option<BytesMut>,
             ResponseKind::DeleteRecords(topics::delete_records(conn, r).await)
         }
         RequestKind::DescribeConfigs(r) => {
-            ResponseKind::DescribeConfigs(configs::describe_configs(conn, r))
+            ResponseKind::DescribeConfigs(configs::describe_configs(conn, r).await)
         }
         RequestKind::AlterConfigs(r) => {
             ResponseKind::AlterConfigs(configs::alter_configs(conn, r).await)

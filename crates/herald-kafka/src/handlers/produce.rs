@@ -46,7 +46,7 @@ pub(super) async fn produce(conn: &Connection, req: ProduceRequest) -> ProduceRe
         let name = topic_name(&t.name).to_owned();
         let allowed = check(conn, &who, Operation::Write, Resource::Topic(&name));
         let exists = allowed
-            && (broker.log().topic(&name).is_some()
+            && (matches!(broker.topic(&name).await, Ok(Some(_)))
                 || (broker.may_auto_create(&name) && broker.ensure_topic(&name).await.is_ok()));
         let parts = join_all(t.partition_data.into_iter().map(|p| {
             let name = name.clone();

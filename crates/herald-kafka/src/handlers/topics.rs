@@ -100,20 +100,23 @@ pub(super) async fn create_topic(
             .with_error_message(Some(s(e.to_string())));
     }
     if validate_only {
-        let r = match (broker.log().topic(&name), broker.validate_config(&config)) {
-            (Some(_), _) => result
+        let r = match (broker.topic(&name).await, broker.validate_config(&config)) {
+            (Err(e), _) => result
+                .with_error_code(code(&e))
+                .with_error_message(Some(s(e.to_string()))),
+            (Ok(Some(_)), _) => result
                 .with_error_code(errors::TOPIC_ALREADY_EXISTS)
                 .with_error_message(Some(s(format!("topic {name} already exists")))),
-            (None, Err(e)) => result
+            (Ok(None), Err(e)) => result
                 .with_error_code(errors::INVALID_CONFIG)
                 .with_error_message(Some(s(e.to_string()))),
-            (None, Ok(())) => result.with_error_code(errors::NONE),
+            (Ok(None), Ok(())) => result.with_error_code(errors::NONE),
         };
         return r;
     }
     match broker.create_topic(&name, partitions, config).await {
         Ok(d) => {
-            let info = broker.log().topic(&name);
+            let info = broker.topic(&name).await.ok().flatten();
             let configs = config_entries(
                 &info.as_ref().map(|i| i.config.clone()).unwrap_or_default(),
                 broker.config().default_retention_ms,
@@ -205,10 +208,10 @@ pub(super) async fn delete_records(
                 continue;
             };
             let offset = if p.offset == -1 {
-                match broker.log().partition_stats(&name, partition) {
+                match broker.partition_stats(&name, partition).await {
                     Ok(st) => st.high_watermark,
                     Err(e) => {
-                        parts.push(r.with_error_code(code(&BrokerError::from(e))));
+                        parts.push(r.with_error_code(code(&e)));
                         continue;
                     }
                 }
@@ -269,18 +272,19 @@ pub(super) async fn create_partitions(
             );
             continue;
         };
-        let current = broker.log().topic(&name).map(|i| i.partitions);
+        let current = broker.topic(&name).await.map(|i| i.map(|i| i.partitions));
         let outcome = match current {
-            None => Err((
+            Err(e) => Err((code(&e), e.to_string())),
+            Ok(None) => Err((
                 errors::UNKNOWN_TOPIC_OR_PARTITION,
                 format!("topic {name} does not exist"),
             )),
-            Some(c) if total <= c => Err((
+            Ok(Some(c)) if total <= c => Err((
                 errors::INVALID_PARTITIONS,
                 format!("topic {name} has {c} partitions; the count can only grow"),
             )),
-            Some(_) if req.validate_only => Ok(()),
-            Some(_) => broker.create_partitions(&name, total).await.map_err(|e| {
+            Ok(Some(_)) if req.validate_only => Ok(()),
+            Ok(Some(_)) => broker.create_partitions(&name, total).await.map_err(|e| {
                 (
                     match &e {
                         BrokerError::Invalid(_) => errors::INVALID_PARTITIONS,
