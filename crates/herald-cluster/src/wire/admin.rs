@@ -193,12 +193,15 @@ impl Admin {
         &mut self,
         topics: Option<Vec<String>>,
     ) -> Result<MetadataResponse, WireError> {
-        let request = MetadataRequest::default().with_topics(topics.map(|names| {
-            names
-                .iter()
-                .map(|n| MetadataRequestTopic::default().with_name(Some(TopicName(s(n)))))
-                .collect()
-        }));
+        // A lookup must never create the topic it asks about.
+        let request = MetadataRequest::default()
+            .with_allow_auto_topic_creation(false)
+            .with_topics(topics.map(|names| {
+                names
+                    .iter()
+                    .map(|n| MetadataRequestTopic::default().with_name(Some(TopicName(s(n)))))
+                    .collect()
+            }));
         let response = self.any(&request).await?;
         self.addresses = response
             .brokers
