@@ -363,7 +363,7 @@ async fn acls_are_created_described_and_deleted() {
     assert!(err.kafka_error().is_some(), "{err}");
     assert!(err.to_string().contains("nobody"), "{err}");
 
-    let deleted = admin.delete_acls(&[by_principal.clone()]).await.unwrap();
+    let deleted = admin.delete_acls(std::slice::from_ref(&by_principal)).await.unwrap();
     let mut deleted_sorted = deleted.clone();
     deleted_sorted.sort();
     let mut expected = vec![topic, group];
