@@ -21,10 +21,15 @@ const SUPERUSER_PASSWORD: &str = "admin-secret-password";
 /// `herald serve` with a SASL listener and the superuser `User:admin` (the default
 /// `security.superusers`) created over the HTTP API.
 async fn start() -> (tempfile::TempDir, Server, String) {
+    start_with("SASL=SASL_PLAINTEXT://127.0.0.1:0").await
+}
+
+/// As `start`, with the listener `SASL=…` given.
+async fn start_with(listener: &str) -> (tempfile::TempDir, Server, String) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
         dir.path(),
-        &["--kafka-listener", "SASL=SASL_PLAINTEXT://127.0.0.1:0"],
+        &["--kafka-listener", listener],
         &[
             ("HERALD_ADMIN_API_KEY", ADMIN_KEY),
             ("HERALD_SUPERUSERS", "User:admin"),
@@ -363,7 +368,10 @@ async fn acls_are_created_described_and_deleted() {
     assert!(err.kafka_error().is_some(), "{err}");
     assert!(err.to_string().contains("nobody"), "{err}");
 
-    let deleted = admin.delete_acls(std::slice::from_ref(&by_principal)).await.unwrap();
+    let deleted = admin
+        .delete_acls(std::slice::from_ref(&by_principal))
+        .await
+        .unwrap();
     let mut deleted_sorted = deleted.clone();
     deleted_sorted.sort();
     let mut expected = vec![topic, group];
@@ -466,5 +474,61 @@ async fn groups_and_offsets() {
     assert!(admin.fetch_offsets(group, None).await.unwrap().is_empty());
     let again = admin.delete_groups(&[group]).await.unwrap_err();
     assert!(again.kafka_error().is_some(), "{again}");
+    server.stop();
+}
+
+#[tokio::test]
+async fn sasl_ssl_trusts_the_ca_in_ssl_ca_location() {
+    let (dir, server, addr) = start_with("SASL=SASL_SSL://127.0.0.1:0").await;
+    let ca = dir.path().join("tls/ca.pem");
+    let props = |ca: Option<&std::path::Path>| {
+        let mut p: BTreeMap<String, String> = [
+            ("bootstrap.servers", addr.as_str()),
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-256"),
+            ("sasl.username", SUPERUSER),
+            ("sasl.password", SUPERUSER_PASSWORD),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        if let Some(ca) = ca {
+            p.insert("ssl.ca.location".to_owned(), ca.display().to_string());
+        }
+        ClientConfig::from_properties(&p).unwrap()
+    };
+    let mut admin = Admin::connect(props(Some(&ca))).await.unwrap();
+    assert!(
+        admin
+            .describe_acls(&AclFilter::any())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let err = Connection::connect(&props(None)).await.unwrap_err();
+    assert!(matches!(err, WireError::Config(_)), "{err}");
+    // A CA that did not sign the broker's certificate fails the handshake, per address.
+    let other = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::herald_bin())
+        .args(["cert", "dev", "--out"])
+        .arg(other.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = Connection::connect(&props(Some(&other.path().join("ca.pem"))))
+        .await
+        .unwrap_err();
+    match &err {
+        WireError::Unreachable { attempts } => {
+            assert_eq!(attempts.len(), 1);
+            assert!(attempts[0].1.contains("TLS"), "{err}");
+        }
+        other => panic!("{other}"),
+    }
     server.stop();
 }

@@ -455,6 +455,61 @@ fn tls_connector(config: &ClientConfig) -> Result<tokio_rustls::TlsConnector, Wi
 mod tests {
     use super::*;
 
+    /// A fake broker that reads one request frame and answers with `answer` (raw bytes).
+    async fn fake_broker(answer: Vec<u8>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let len = s.read_i32().await.unwrap();
+            let mut buf = vec![0u8; usize::try_from(len).unwrap()];
+            s.read_exact(&mut buf).await.unwrap();
+            s.write_all(&answer).await.unwrap();
+            // Hold the connection open so the client sees silence, not a close.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        addr
+    }
+
+    fn config(addr: &str) -> ClientConfig {
+        let props = [("bootstrap.servers", addr), ("request.timeout.ms", "300")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        ClientConfig::from_properties(&props).unwrap()
+    }
+
+    fn reason(err: WireError) -> String {
+        match err {
+            WireError::Unreachable { attempts } => attempts.into_iter().next().unwrap().1,
+            other => panic!("{other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_silent_and_mismatched_responses_fail_cleanly() {
+        // A frame announcing more than the limit is refused before anything is allocated.
+        let addr = fake_broker(i32::MAX.to_be_bytes().to_vec()).await;
+        let err = Connection::connect(&config(&addr)).await.unwrap_err();
+        assert!(reason(err).contains("limit"));
+
+        // No answer: the request timeout ends the wait.
+        let addr = fake_broker(Vec::new()).await;
+        let err = Connection::connect(&config(&addr)).await.unwrap_err();
+        assert!(reason(err).contains("no response within 300 ms"));
+
+        // An answer to another request is a protocol error, not a response.
+        let mut frame = 8i32.to_be_bytes().to_vec();
+        frame.extend(77i32.to_be_bytes());
+        frame.extend(0i32.to_be_bytes());
+        let addr = fake_broker(frame).await;
+        let err = Connection::connect(&config(&addr)).await.unwrap_err();
+        assert!(
+            matches!(&err, WireError::Protocol { reason, .. } if reason.contains("correlation")),
+            "{err}"
+        );
+    }
+
     #[test]
     fn every_spoken_version_is_one_the_crate_encodes() {
         for (api, min, max) in SPOKEN {
