@@ -7,6 +7,12 @@
 //! controller), retried once on the controller after NOT_CONTROLLER; group requests to the
 //! group's coordinator; ListOffsets to each partition's leader.
 //!
+//! Trust: responses come from the cluster the operator configured. Their frames are bounded
+//! (`receive.message.max.bytes`) before they are read, but inside a frame the `kafka-protocol`
+//! decoder reserves room for each array count it reads before checking that the bytes are
+//! there, so a hostile broker could still make it allocate far more than the frame; Herald's
+//! server side guards against that with its pre-scan, which this client does not run.
+//!
 //! Properties are librdkafka's keys ([`ClientConfig::from_properties`]), so the same map
 //! configures this client and the rdkafka-based parts of cluster mode.
 
