@@ -1,6 +1,7 @@
-//! SCRAM-SHA-256 and SCRAM-SHA-512 (RFC 5802, RFC 7677), server side, as Kafka uses them in
-//! SASL (KIP-84). Sans-I/O: a [`ServerExchange`] takes the client's messages as bytes and returns
-//! the bytes to send back; it opens no socket and reads no clock.
+//! SCRAM-SHA-256 and SCRAM-SHA-512 (RFC 5802, RFC 7677), as Kafka uses them in SASL (KIP-84).
+//! Sans-I/O: a [`ServerExchange`] takes the client's messages as bytes and returns the bytes to
+//! send back; a [`ClientExchange`] is the other side, for Herald's own admin client of a Kafka
+//! cluster. Neither opens a socket or reads a clock.
 //!
 //! One exchange is `client_first` → server-first-message → `client_final` → server-final-message.
 //! Any failure, a call out of order, or a completed exchange ends it: every later call returns
@@ -420,6 +421,190 @@ impl ServerExchange {
     }
 }
 
+/// Why a client-side exchange failed.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum ScramClientError {
+    #[error("malformed server SCRAM message: {0}")]
+    Malformed(String),
+    #[error("the server refused the exchange: {0}")]
+    Rejected(String),
+    #[error("the server's nonce does not extend the client's")]
+    InvalidNonce,
+    #[error("iteration count {0} is outside {MIN_ITERATIONS}..={MAX_ITERATIONS}")]
+    Iterations(u32),
+    #[error("the server's signature is wrong: it does not know this user's credential")]
+    InvalidServerSignature,
+    #[error("SCRAM exchange called out of order")]
+    OutOfOrder,
+}
+
+/// One client-side authentication attempt: [`client_first`](Self::client_first) →
+/// [`server_first`](Self::server_first) (returns the client-final-message) →
+/// [`server_final`](Self::server_final), which verifies the server's signature, so a server
+/// that does not hold the credential cannot pass itself off as one that does.
+pub struct ClientExchange {
+    mechanism: Mechanism,
+    username: String,
+    password: String,
+    client_nonce: String,
+    state: ClientState,
+}
+
+enum ClientState {
+    Initial,
+    AwaitingServerFirst,
+    AwaitingServerFinal { expected_signature: Vec<u8> },
+    Finished,
+}
+
+impl fmt::Debug for ClientExchange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientExchange")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientExchange {
+    /// A new exchange with a random client nonce (32 random bytes, base64url).
+    pub fn new(mechanism: Mechanism, username: &str, password: &str) -> Self {
+        let nonce = URL_SAFE_NO_PAD.encode(random_bytes::<NONCE_BYTES>());
+        Self::with_nonce(mechanism, username, password, &nonce)
+    }
+
+    /// A new exchange with a fixed client nonce, for tests.
+    pub fn with_nonce(mechanism: Mechanism, username: &str, password: &str, nonce: &str) -> Self {
+        ClientExchange {
+            mechanism,
+            username: username.to_owned(),
+            password: password.to_owned(),
+            client_nonce: nonce.to_owned(),
+            state: ClientState::Initial,
+        }
+    }
+
+    fn bare(&self) -> String {
+        let name = self.username.replace('=', "=3D").replace(',', "=2C");
+        format!("n={name},r={}", self.client_nonce)
+    }
+
+    /// The client-first-message (no channel binding, no authzid, as Kafka's clients send it).
+    pub fn client_first(&mut self) -> Vec<u8> {
+        self.state = ClientState::AwaitingServerFirst;
+        format!("n,,{}", self.bare()).into_bytes()
+    }
+
+    /// Handles the server-first-message and returns the client-final-message.
+    pub fn server_first(&mut self, msg: &[u8]) -> Result<Vec<u8>, ScramClientError> {
+        if !matches!(
+            std::mem::replace(&mut self.state, ClientState::Finished),
+            ClientState::AwaitingServerFirst
+        ) {
+            return Err(ScramClientError::OutOfOrder);
+        }
+        let text = client_text(msg)?;
+        if let Some(error) = text.strip_prefix("e=") {
+            return Err(ScramClientError::Rejected(
+                error.chars().take(256).collect(),
+            ));
+        }
+        let mut fields = text.split(',');
+        let nonce = client_attribute(fields.next(), "r=")?;
+        let salt = client_attribute(fields.next(), "s=")?;
+        let iterations = client_attribute(fields.next(), "i=")?;
+        if !nonce.starts_with(self.client_nonce.as_str())
+            || nonce.len() <= self.client_nonce.len()
+            || !valid_nonce(nonce)
+        {
+            return Err(ScramClientError::InvalidNonce);
+        }
+        let salt = STANDARD
+            .decode(salt)
+            .map_err(|_| ScramClientError::Malformed("bad base64 in salt".to_owned()))?;
+        if salt.is_empty() {
+            return Err(ScramClientError::Malformed("empty salt".to_owned()));
+        }
+        let iterations: u32 = iterations
+            .parse()
+            .map_err(|_| ScramClientError::Malformed("bad iteration count".to_owned()))?;
+        // Below the minimum Kafka's clients refuse too; above the maximum a hostile server could
+        // make the client spin on PBKDF2.
+        if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations) {
+            return Err(ScramClientError::Iterations(iterations));
+        }
+        let mech = self.mechanism;
+        let salted = mech.salted_password(self.password.as_bytes(), &salt, iterations);
+        let client_key = mech.hmac(&salted, &[b"Client Key"]);
+        let stored_key = mech.hash(&client_key);
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{},{text},{without_proof}", self.bare());
+        let client_signature = mech.hmac(&stored_key, &[auth_message.as_bytes()]);
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&client_signature)
+            .map(|(k, s)| k ^ s)
+            .collect();
+        let server_key = mech.hmac(&salted, &[b"Server Key"]);
+        self.state = ClientState::AwaitingServerFinal {
+            expected_signature: mech.hmac(&server_key, &[auth_message.as_bytes()]),
+        };
+        Ok(format!("{without_proof},p={}", STANDARD.encode(proof)).into_bytes())
+    }
+
+    /// Checks the server-final-message `v=<ServerSignature>`.
+    pub fn server_final(&mut self, msg: &[u8]) -> Result<(), ScramClientError> {
+        let expected = match std::mem::replace(&mut self.state, ClientState::Finished) {
+            ClientState::AwaitingServerFinal { expected_signature } => expected_signature,
+            _ => return Err(ScramClientError::OutOfOrder),
+        };
+        let text = client_text(msg)?;
+        if let Some(error) = text.strip_prefix("e=") {
+            return Err(ScramClientError::Rejected(
+                error.chars().take(256).collect(),
+            ));
+        }
+        let signature = client_attribute(text.split(',').next(), "v=")?;
+        let signature = STANDARD.decode(signature).map_err(|_| {
+            ScramClientError::Malformed("bad base64 in server signature".to_owned())
+        })?;
+        if bool::from(signature.ct_eq(&expected)) {
+            Ok(())
+        } else {
+            Err(ScramClientError::InvalidServerSignature)
+        }
+    }
+}
+
+/// `Hi(password, salt, iterations)`, the salted password Kafka's AlterUserScramCredentials
+/// carries (the client computes it, so the password never leaves the client).
+pub fn salted_password(
+    mechanism: Mechanism,
+    password: &str,
+    salt: &[u8],
+    iterations: u32,
+) -> Vec<u8> {
+    mechanism.salted_password(password.as_bytes(), salt, iterations)
+}
+
+/// A random salt of the length Herald uses for its own credentials (32 bytes).
+pub fn random_salt() -> Vec<u8> {
+    random_bytes::<SALT_LEN>().to_vec()
+}
+
+fn client_text(msg: &[u8]) -> Result<&str, ScramClientError> {
+    if msg.len() > MAX_MESSAGE_LEN {
+        return Err(ScramClientError::Malformed("message too long".to_owned()));
+    }
+    std::str::from_utf8(msg).map_err(|_| ScramClientError::Malformed("not UTF-8".to_owned()))
+}
+
+fn client_attribute<'a>(field: Option<&'a str>, prefix: &str) -> Result<&'a str, ScramClientError> {
+    field
+        .and_then(|f| f.strip_prefix(prefix))
+        .ok_or_else(|| ScramClientError::Malformed(format!("missing attribute {prefix}")))
+}
+
 /// Parses a client-first-message into (gs2 header, client-first-message-bare, username, nonce).
 fn parse_client_first(msg: &[u8]) -> Result<(&str, &str, String, &str), ScramError> {
     let text = utf8(msg)?;
@@ -623,6 +808,80 @@ mod tests {
             }) => (u, f),
             other => panic!("expected Done, got {other:?}"),
         }
+    }
+
+    /// The client side reproduces RFC 7677's exchange byte for byte and checks its signature.
+    #[test]
+    fn client_exchange_follows_rfc7677() {
+        let mut client = ClientExchange::with_nonce(Sha256, "user", "pencil", CNONCE);
+        assert_eq!(client.client_first(), first("n,,", "user"));
+        let sf = format!("r={CNONCE}{SNONCE},s={SALT},i=4096");
+        let cf = client.server_first(sf.as_bytes()).unwrap();
+        let proof = "dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+        assert_eq!(
+            cf,
+            format!("c=biws,r={CNONCE}{SNONCE},p={proof}").into_bytes()
+        );
+        client
+            .server_final(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+            .unwrap();
+    }
+
+    #[test]
+    fn client_and_server_agree_and_refuse_what_they_must() {
+        for m in Mechanism::ALL {
+            let mut server = ServerExchange::new(m);
+            let mut client = ClientExchange::new(m, "user", "pencil");
+            let sf = server
+                .client_first(&client.client_first(), lookup(m))
+                .unwrap();
+            let cf = client.server_first(&sf).unwrap();
+            let (user, v) = done(server.client_final(&cf));
+            assert_eq!(user, "user");
+            client.server_final(&v).unwrap();
+
+            // A wrong password fails at the server.
+            let mut server = ServerExchange::new(m);
+            let mut client = ClientExchange::new(m, "user", "pen");
+            let sf = server
+                .client_first(&client.client_first(), lookup(m))
+                .unwrap();
+            let cf = client.server_first(&sf).unwrap();
+            assert_eq!(server.client_final(&cf), Err(E::InvalidProof));
+
+            // A server that does not hold the credential cannot forge its signature.
+            let mut client = ClientExchange::new(m, "user", "pencil");
+            let mut server = ServerExchange::new(m);
+            let sf = server
+                .client_first(&client.client_first(), lookup(m))
+                .unwrap();
+            client.server_first(&sf).unwrap();
+            let forged = format!("v={}", STANDARD.encode(vec![0u8; m.digest_len()]));
+            assert_eq!(
+                client.server_final(forged.as_bytes()),
+                Err(ScramClientError::InvalidServerSignature)
+            );
+        }
+        // A nonce that does not extend the client's, and a runaway iteration count, are refused.
+        let mut client = ClientExchange::with_nonce(Sha256, "user", "pencil", CNONCE);
+        client.client_first();
+        let bad = format!("r=other{SNONCE},s={SALT},i=4096");
+        assert_eq!(
+            client.server_first(bad.as_bytes()),
+            Err(ScramClientError::InvalidNonce)
+        );
+        let mut client = ClientExchange::with_nonce(Sha256, "user", "pencil", CNONCE);
+        client.client_first();
+        let slow = format!("r={CNONCE}x,s={SALT},i=100000000");
+        assert_eq!(
+            client.server_first(slow.as_bytes()),
+            Err(ScramClientError::Iterations(100_000_000))
+        );
+        let mut client = ClientExchange::with_nonce(Sha256, "user", "pencil", CNONCE);
+        assert_eq!(
+            client.server_final(b"v=x"),
+            Err(ScramClientError::OutOfOrder)
+        );
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //!
 //! What it is not: it does not implement the broker's storage trait itself (that is a thin
 //! adapter over this API), speaks no wire protocol of its own and keeps no data on local disk.
-//! It depends on `herald-core` and `herald-broker` only — never on `herald-log`. ACL and SCRAM
-//! administration are not here: the `rdkafka` crate does not wrap those admin APIs.
+//! It depends on `herald-core`, `herald-auth` and `herald-broker` only — never on `herald-log`.
+//! ACL and SCRAM administration, which the `rdkafka` crate does not wrap, are in [`wire`]: a
+//! small admin client over the Kafka protocol itself.
 
 mod context;
 mod error;
@@ -18,6 +19,7 @@ mod groups;
 mod produce;
 mod read;
 mod topics;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::fmt;

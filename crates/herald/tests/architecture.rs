@@ -18,7 +18,7 @@ fn allowed(krate: &str) -> Option<&'static [&'static str]> {
         "herald-auth" => &["herald-core"],
         "herald-broker" => &["herald-core", "herald-auth", "herald-log"],
         "herald-kafka" | "herald-http" | "herald-realtime" => INTERFACE,
-        "herald-cluster" => &["herald-core", "herald-broker"],
+        "herald-cluster" => &["herald-core", "herald-auth", "herald-broker"],
         // The binary wires everything together.
         "herald" => return None,
         _ => &[],
